@@ -1,0 +1,144 @@
+"""The quant_test entry point as a function: build the runner, load weights, run float and quantized passes."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
+from mmengine.runner import Runner
+
+from .utils.checkpoint import CheckpointError, load_checkpoint
+
+RANDOM_WEIGHTS_NOTE = ('no checkpoint given: the model has RANDOM weights, so its metrics are near zero and only '
+                       'show that the pipeline runs; pass a trained checkpoint for meaningful numbers')
+
+
+class ConfigError(ValueError):
+    """A config file is missing or does not describe a quantized test run."""
+
+
+def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
+                launcher: str = 'none') -> Config:
+    if not osp.isfile(path):
+        raise ConfigError(f'config file not found: {path!r}')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    cfg.load_from = None  # weights are loaded strictly by run_quant_test
+    return cfg
+
+
+def find_ptq_hook(runner: Runner):
+    from .hooks import PTQHook
+    hooks = [h for h in runner.hooks if isinstance(h, PTQHook)]
+    if len(hooks) != 1:
+        raise ConfigError(f'the config must add exactly one PTQHook to custom_hooks, found {len(hooks)}: inherit '
+                          "configs/_base_/quant/ptq.py or add dict(type='quant_hooks.PTQHook')")
+    return hooks[0]
+
+
+def _set_coco_dump(runner: Runner, phase: str) -> None:
+    """Keep each pass's COCO-format detections in WORK_DIR/PHASE/coco.{bbox,segm}.json."""
+    for metric in runner.test_evaluator.metrics:
+        if hasattr(metric, 'outfile_prefix') and hasattr(metric, 'results2json'):
+            metric.outfile_prefix = osp.join(runner.work_dir, phase, 'coco')
+
+
+def _unwrap(model):
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
+def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool = True,
+                   out: str | None = None) -> dict:
+    """Evaluate the float model (optional) and the quantized model; returns the hook's results record."""
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
+    runner = Runner.from_cfg(cfg)
+    hook = find_ptq_hook(runner)
+    if checkpoint is not None:
+        meta = load_checkpoint(_unwrap(runner.model), checkpoint)
+        runner.logger.info(f'loaded checkpoint {checkpoint} (strict: every key and shape matched)')
+    else:
+        meta = None
+        runner.logger.warning(RANDOM_WEIGHTS_NOTE)
+    hook.record.update(config=cfg.filename, checkpoint=checkpoint, checkpoint_meta=_short_meta(meta),
+                       launcher=cfg.launcher, world_size=_world_size())
+    if checkpoint is None:
+        hook.record['note'] = RANDOM_WEIGHTS_NOTE
+    if eval_float:
+        hook.bypass = True
+        _set_coco_dump(runner, 'float')
+        runner.test()
+        hook.bypass = False
+    _set_coco_dump(runner, 'quant')
+    if out is not None:
+        runner.test_evaluator.metrics.append(_dump_metric(cfg, out))
+    runner.test()
+    return hook.record
+
+
+def _dump_metric(cfg, out):
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out={out!r} is invalid: the output file must be a .pkl or .pickle file')
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
+
+
+def _short_meta(meta):
+    if not meta:
+        return None
+    return {k: meta[k] for k in ('mmdet_version', 'mmengine_version', 'epoch', 'iter', 'dataset_meta')
+            if k in meta and k != 'dataset_meta'}
+
+
+def _world_size():
+    from mmengine.dist import get_world_size
+    return get_world_size()
+
+
+def format_comparison(record: dict) -> str:
+    """A float-vs-quantized table of the recorded metrics."""
+    metrics = record.get('metrics', {})
+    fl, qu = metrics.get('float', {}), metrics.get('quant', {})
+    keys = [k for k in list(fl) + [k for k in qu if k not in fl] if isinstance(fl.get(k, qu.get(k)), (int, float))]
+    width = max([len(k) for k in keys] + [6])
+    lines = [f'{"metric":<{width}}  {"float":>9}  {"quant":>9}  {"delta":>9}']
+    for k in keys:
+        f, q = fl.get(k), qu.get(k)
+        d = f'{q - f:+9.4f}' if f is not None and q is not None else f'{"":>9}'
+        lines.append(f'{k:<{width}}  {_fmt(f)}  {_fmt(q)}  {d}')
+    method = record.get('method', {})
+    lines.append(f'method {method.get("type")} W{method.get("w_bits")}/A{method.get("a_bits")}, '
+                 f'{record.get("num_sites")} quantized sites {record.get("sites_by_kind")}')
+    if record.get('note'):
+        lines.append(f'NOTE: {record["note"]}')
+    return '\n'.join(lines)
+
+
+def _fmt(v):
+    return f'{v:9.4f}' if isinstance(v, (int, float)) else f'{"-":>9}'
+
+
+def init_cpu_distributed(launcher: str, cfg: Config) -> None:
+    """For ``--launcher pytorch`` without CUDA: start the gloo group before the Runner (mmengine's own init
+    calls ``torch.cuda.set_device``) and wrap the model in DDP without device ids."""
+    import torch
+    import torch.distributed as dist
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise ConfigError(f'--launcher {launcher} needs CUDA; on CPU only --launcher pytorch (gloo) is supported')
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    os.environ.setdefault('LOCAL_RANK', '0')

@@ -1,0 +1,3 @@
+from .ptq_hook import PTQHook
+
+__all__ = ['PTQHook']

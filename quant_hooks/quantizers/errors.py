@@ -1,0 +1,42 @@
+"""Exceptions and argument checks shared by all quantizers."""
+from __future__ import annotations
+
+import torch
+
+MIN_BITS = 2
+MAX_BITS = 16
+
+
+class QuantizerError(ValueError):
+    """A quantizer was configured or used with invalid input."""
+
+
+class EmptyCalibrationError(QuantizerError):
+    """A quantizer was frozen without having observed any data."""
+
+
+class NonFiniteInputError(QuantizerError):
+    """A quantizer received NaN or inf values."""
+
+
+def check_bits(bits, field: str = 'bits') -> int:
+    """Return ``bits`` as an int, or raise if it is not an integer in [MIN_BITS, MAX_BITS]."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise QuantizerError(f'{field}={bits!r} is invalid: allowed values are integers {MIN_BITS}..{MAX_BITS}')
+    return bits
+
+
+def check_choice(value, field: str, allowed) -> str:
+    if value not in allowed:
+        raise QuantizerError(f'{field}={value!r} is invalid: allowed values are {sorted(allowed)}')
+    return value
+
+
+def check_finite(x: torch.Tensor, where: str) -> None:
+    """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or inf."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise NonFiniteInputError(
+            f'{where}: input holds {n_nan} NaN and {n_inf} inf values out of {x.numel()}; '
+            'quantization needs finite activations (check the model weights and the input data)')

@@ -1,0 +1,142 @@
+"""Granularity values: which elements share one scale / zero-point.
+
+A granularity is a small frozen dataclass (as in torchao), never a string scattered through code. Axes are
+normalised to negative indices on first use so that parameters broadcast against inputs with any number of
+leading (batch) dimensions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import QuantizerError
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """Base class. ``grouped(x)`` returns ``x`` viewed as ``[G, S]`` (G groups of S elements)."""
+
+    name = 'granularity'
+
+    def num_groups(self, x: torch.Tensor) -> int:
+        raise NotImplementedError
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def param_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Shape of a per-group parameter that broadcasts against ``x``'s trailing dimensions."""
+        raise NotImplementedError
+
+    @property
+    def dynamic(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class PerTensor(Granularity):
+    """One scale for the whole tensor."""
+
+    name = 'per_tensor'
+
+    def num_groups(self, x):
+        return 1
+
+    def grouped(self, x):
+        return x.reshape(1, -1)
+
+    def param_shape(self, x):
+        return ()
+
+
+@dataclass(frozen=True)
+class PerChannel(Granularity):
+    """One scale per index along ``axis`` (weights: axis=0, the output channel; activations: axis=-1)."""
+
+    axis: int = -1
+    name = 'per_channel'
+
+    def _axis(self, x: torch.Tensor) -> int:
+        if not -x.dim() <= self.axis < x.dim():
+            raise QuantizerError(f'{self.name} axis={self.axis} does not exist in a tensor of shape {tuple(x.shape)}')
+        return self.axis % x.dim()
+
+    def num_groups(self, x):
+        return x.shape[self._axis(x)]
+
+    def grouped(self, x):
+        return x.movedim(self._axis(x), 0).reshape(x.shape[self._axis(x)], -1)
+
+    def param_shape(self, x):
+        axis = self._axis(x)
+        return (x.shape[axis],) + (1,) * (x.dim() - axis - 1)
+
+
+@dataclass(frozen=True)
+class PerHead(PerChannel):
+    """One scale per attention head: per-channel along the head axis of ``[B, heads, N, N]`` maps."""
+
+    axis: int = 1
+    name = 'per_head'
+
+
+@dataclass(frozen=True)
+class PerToken(Granularity):
+    """One scale per token (row). ``dynamic``: computed from each row at run time (any token count);
+    static: one calibrated scale per token *position* along ``token_axis`` (fixed token count).
+
+    ``channel_axis`` is the axis reduced inside one token (the embedding dimension).
+    """
+
+    dynamic_: bool = True
+    token_axis: int = -2
+    channel_axis: int = -1
+    name = 'per_token'
+
+    @property
+    def dynamic(self) -> bool:
+        return self.dynamic_
+
+    def num_groups(self, x):
+        return x.shape[self.token_axis]
+
+    def grouped(self, x):
+        """Static form: groups are token positions, pooled over the batch and channels."""
+        axis = self.token_axis % x.dim()
+        return x.movedim(axis, 0).reshape(x.shape[axis], -1)
+
+    def param_shape(self, x):
+        axis = self.token_axis % x.dim()
+        return (x.shape[axis],) + (1,) * (x.dim() - axis - 1)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic form: view ``x`` as ``[..., C]`` rows with the channel axis last (a view when it is last)."""
+        return x if self.channel_axis in (-1, x.dim() - 1) else x.movedim(self.channel_axis, -1)
+
+
+_BY_NAME = {'per_tensor': PerTensor, 'per_channel': PerChannel, 'per_head': PerHead, 'per_token': PerToken}
+
+
+def parse_granularity(spec) -> Granularity:
+    """Build a granularity from an instance, a name, or a dict ``dict(type=name, **kwargs)``.
+
+    Names: ``per_tensor``, ``per_channel``, ``per_head``, ``per_token`` (dynamic), ``per_token_static``.
+    """
+    if isinstance(spec, Granularity):
+        return spec
+    kwargs = {}
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        spec = kwargs.pop('type', None)
+    if spec == 'per_token_static':
+        return PerToken(dynamic_=False, **kwargs)
+    if spec == 'per_token' and 'dynamic' in kwargs:
+        kwargs['dynamic_'] = kwargs.pop('dynamic')
+    if spec not in _BY_NAME:
+        raise QuantizerError(f'granularity={spec!r} is invalid: allowed values are '
+                             f'{sorted(_BY_NAME) + ["per_token_static"]} or a Granularity instance')
+    try:
+        return _BY_NAME[spec](**kwargs)
+    except TypeError as e:
+        raise QuantizerError(f'granularity {spec!r}: bad arguments {kwargs}: {e}') from None

@@ -1,0 +1,44 @@
+"""Saving and reloading the calibrated state of the quantizers (not the model weights)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .quantizers import Quantizer
+from .utils.checkpoint import CheckpointError, load_torch_file
+
+
+def quantizer_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state entries of every quantizer in ``model``."""
+    prefixes = tuple(f'{n}.' for n, m in model.named_modules() if isinstance(m, Quantizer))
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
+def save_quantizer_state(model: nn.Module, path: str, meta: dict | None = None) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp'
+    torch.save(dict(quantizers=quantizer_state_dict(model), meta=meta or {}), tmp)
+    os.replace(tmp, path)
+
+
+def load_quantizer_state(model: nn.Module, path: str) -> dict:
+    """Load a state saved by :func:`save_quantizer_state` into a model whose quantizers are installed.
+
+    Raises:
+        CheckpointError: the file is missing or corrupt, or its entries do not match the model's quantizers.
+    """
+    blob = load_torch_file(path)
+    if not isinstance(blob, dict) or 'quantizers' not in blob:
+        raise CheckpointError(f'{path} is not a quantizer state file (no "quantizers" entry)')
+    stored = blob['quantizers']
+    expected = quantizer_state_dict(model)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f'quantizer state {path} does not match the model (same method, adapter and bits '
+                              f'are needed): {len(missing)} missing, e.g. {missing[:5]}; {len(unexpected)} '
+                              f'unexpected, e.g. {unexpected[:5]}')
+    model.load_state_dict(stored, strict=False)
+    return blob.get('meta', {})
