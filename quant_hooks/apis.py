@@ -17,6 +17,15 @@ class ConfigError(ValueError):
     """A config file is missing or does not describe a quantized test run."""
 
 
+def _user_errors():
+    from .quantizers import QuantizerError
+    return (ConfigError, CheckpointError, QuantizerError, FileNotFoundError)
+
+
+#: errors caused by the user's input: command-line tools print them without a traceback
+USER_ERRORS = _user_errors()
+
+
 def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
                 launcher: str = 'none') -> Config:
     if not osp.isfile(path):
@@ -61,6 +70,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
     runner = Runner.from_cfg(cfg)
     hook = find_ptq_hook(runner)
+    hook.check_settings(runner)
     if checkpoint is not None:
         meta = load_checkpoint(_unwrap(runner.model), checkpoint)
         runner.logger.info(f'loaded checkpoint {checkpoint} (strict: every key and shape matched)')

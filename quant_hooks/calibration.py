@@ -59,6 +59,19 @@ def select_indices(dataset_len: int, cfg: CalibrationConfig) -> list[int]:
     return torch.randperm(dataset_len, generator=g)[:cfg.num_images].tolist()
 
 
+def _unserialized(dataset_cfg: dict, registry) -> dict:
+    """mmengine datasets pack their annotations into one array on init, which fails for an empty set before a
+    clear message can be given; a few calibration images need no packing."""
+    from mmengine.dataset import BaseDataset
+    cls = dataset_cfg.get('type')
+    if isinstance(cls, str):
+        with registry.switch_scope_and_registry(dataset_cfg.get('_scope_')) as scoped:
+            cls = scoped.get(cls)
+    if isinstance(cls, type) and issubclass(cls, BaseDataset):
+        return dict(dataset_cfg, serialize_data=False)
+    return dataset_cfg
+
+
 def build_calibration_loader(cfg: CalibrationConfig | dict) -> tuple[DataLoader, dict]:
     """Build the loader over the chosen images (every rank sees all of them) and a record of the choice."""
     from mmengine.dataset import pseudo_collate
@@ -66,7 +79,7 @@ def build_calibration_loader(cfg: CalibrationConfig | dict) -> tuple[DataLoader,
 
     if isinstance(cfg, dict):
         cfg = CalibrationConfig(**cfg)
-    dataset = DATASETS.build(cfg.dataset)
+    dataset = DATASETS.build(_unserialized(cfg.dataset, DATASETS))
     indices = select_indices(len(dataset), cfg)
     subset = dataset.get_subset(indices) if hasattr(dataset, 'get_subset') else torch.utils.data.Subset(
         dataset, indices)

@@ -56,4 +56,9 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from quant_hooks.apis import USER_ERRORS
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f'quant_test: error: {e}', file=sys.stderr)
+        sys.exit(2)

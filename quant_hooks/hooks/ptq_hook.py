@@ -75,6 +75,20 @@ class PTQHook(Hook):
             calib['dataset']['pipeline'] = copy.deepcopy(runner.cfg.test_dataloader.dataset.pipeline)
         return merged
 
+    def check_settings(self, runner) -> None:
+        """Build the method, the adapter and the calibration settings once, so that bad settings fail before
+        any evaluation runs."""
+        from ..calibration import CalibrationConfig
+        s = self.settings(runner)
+        with DefaultScope.overwrite_default_scope('quant_hooks'):
+            MODEL_ADAPTERS.build(s['adapter'])
+            QUANT_METHODS.build(s['method'])
+        if not self.load_state:
+            if not s['calibration']:
+                raise ValueError('PTQHook needs `calibration` (or `load_state`): set it in the hook or as '
+                                 '`quant_calibration` in the config')
+            CalibrationConfig(**s['calibration'])
+
     def before_test(self, runner) -> None:
         if self.bypass or self.sites is not None:
             return
@@ -95,9 +109,7 @@ class PTQHook(Hook):
             calib = dict(meta.get('calibration', {}), loaded_from=self.load_state)
             summary = {}
         else:
-            if not s['calibration']:
-                raise ValueError('PTQHook needs `calibration` (or `load_state`): set it in the hook or as '
-                                 '`quant_calibration` in the config')
+            self.check_settings(runner)
             loader, calib = build_calibration_loader(dict(s['calibration']))
             summary = self.method.quantize(sites, lambda: run_batches(self.adapter, model, loader))
         seconds = time.perf_counter() - start

@@ -14,16 +14,30 @@ class CheckpointError(RuntimeError):
 
 
 _SAFE_GLOBALS_DONE = False
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj, name: str):
+    """The only ``getattr`` a checkpoint may call: mmengine pickles each ``HistoryBuffer``'s statistics methods
+    as ``getattr(HistoryBuffer, 'min')`` and so on. Anything else is refused (a general ``getattr`` would make
+    ``weights_only`` loading unsafe)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'checkpoint asks for getattr({obj!r}, {name!r}), which weights_only loading '
+                                 'does not allow')
 
 
 def allow_checkpoint_globals() -> None:
     """Allow the few non-tensor types that mmengine checkpoints store (numpy scalars / dtypes in ``meta`` and
-    ``message_hub``; mmengine's ``HistoryBuffer``) under ``torch.load(weights_only=True)``."""
+    ``message_hub``; mmengine's ``HistoryBuffer`` with its statistics methods) under
+    ``torch.load(weights_only=True)``. Safe loading stays on: no general ``getattr`` or code object is allowed."""
     global _SAFE_GLOBALS_DONE
     if _SAFE_GLOBALS_DONE:
         return
     import numpy as np
-    safe = [np.dtype, np.ndarray, np._core.multiarray.scalar, np._core.multiarray._reconstruct]
+    safe = [np.dtype, np.ndarray, np._core.multiarray.scalar, np._core.multiarray._reconstruct,
+            (_history_buffer_getattr, '__builtin__.getattr'), (_history_buffer_getattr, 'builtins.getattr')]
     safe += [type(np.dtype(t)) for t in ('float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8',
                                          'bool')]
     try:
