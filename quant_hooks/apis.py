@@ -78,7 +78,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
         meta = None
         runner.logger.warning(RANDOM_WEIGHTS_NOTE)
     hook.record.update(config=cfg.filename, checkpoint=checkpoint, checkpoint_meta=_short_meta(meta),
-                       launcher=cfg.launcher, world_size=_world_size())
+                       launcher=cfg.get('launcher', 'none'), world_size=_world_size())
     if checkpoint is None:
         hook.record['note'] = RANDOM_WEIGHTS_NOTE
     if eval_float:

@@ -1,21 +1,38 @@
 """mmengine registries for everything a config names.
 
-Hooks, datasets, metrics and models are children of mmengine's roots under the scope ``quant_hooks`` (configs
-that run in mmdet's scope name them ``quant_hooks.PTQHook``); methods and adapters are roots of their own.
+Every mmengine root gets a child under the scope ``quant_hooks`` (as mmdet does for ``mmdet``), so a config with
+``default_scope='quant_hooks'`` (classification) finds both this package's components and mmengine's; configs
+in mmdet's scope name ours with the prefix, ``type='quant_hooks.PTQHook'``. Methods and adapters are roots of
+their own. Components are imported lazily from ``locations`` on first use.
 """
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine import registry as mm
 from mmengine.registry import Registry
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='quant_hooks', locations=['quant_hooks.hooks'])
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='quant_hooks', locations=['quant_hooks.datasets'])
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='quant_hooks',
-                      locations=['quant_hooks.datasets'])
-METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='quant_hooks', locations=['quant_hooks.evaluation'])
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='quant_hooks', locations=['quant_hooks.models'])
+HOOKS = Registry('hook', parent=mm.HOOKS, scope='quant_hooks', locations=['quant_hooks.hooks'])
+DATASETS = Registry('dataset', parent=mm.DATASETS, scope='quant_hooks', locations=['quant_hooks.datasets'])
+TRANSFORMS = Registry('transform', parent=mm.TRANSFORMS, scope='quant_hooks', locations=['quant_hooks.datasets'])
+METRICS = Registry('metric', parent=mm.METRICS, scope='quant_hooks', locations=['quant_hooks.evaluation'])
+MODELS = Registry('model', parent=mm.MODELS, scope='quant_hooks', locations=['quant_hooks.models'])
+
+# the rest of mmengine's roots, so that the runner builds its usual parts inside this scope
+RUNNERS = Registry('runner', parent=mm.RUNNERS, scope='quant_hooks')
+RUNNER_CONSTRUCTORS = Registry('runner constructor', parent=mm.RUNNER_CONSTRUCTORS, scope='quant_hooks')
+LOOPS = Registry('loop', parent=mm.LOOPS, scope='quant_hooks')
+DATA_SAMPLERS = Registry('data sampler', parent=mm.DATA_SAMPLERS, scope='quant_hooks')
+FUNCTIONS = Registry('function', parent=mm.FUNCTIONS, scope='quant_hooks')
+MODEL_WRAPPERS = Registry('model_wrapper', parent=mm.MODEL_WRAPPERS, scope='quant_hooks')
+WEIGHT_INITIALIZERS = Registry('weight initializer', parent=mm.WEIGHT_INITIALIZERS, scope='quant_hooks')
+OPTIMIZERS = Registry('optimizer', parent=mm.OPTIMIZERS, scope='quant_hooks')
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=mm.OPTIM_WRAPPERS, scope='quant_hooks')
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=mm.OPTIM_WRAPPER_CONSTRUCTORS,
+                                      scope='quant_hooks')
+PARAM_SCHEDULERS = Registry('parameter scheduler', parent=mm.PARAM_SCHEDULERS, scope='quant_hooks')
+EVALUATOR = Registry('evaluator', parent=mm.EVALUATOR, scope='quant_hooks')
+TASK_UTILS = Registry('task util', parent=mm.TASK_UTILS, scope='quant_hooks')
+VISUALIZERS = Registry('visualizer', parent=mm.VISUALIZERS, scope='quant_hooks')
+VISBACKENDS = Registry('vis_backend', parent=mm.VISBACKENDS, scope='quant_hooks')
+LOG_PROCESSORS = Registry('log_processor', parent=mm.LOG_PROCESSORS, scope='quant_hooks')
+INFERENCERS = Registry('inferencer', parent=mm.INFERENCERS, scope='quant_hooks')
 
 #: PTQ recipes (``type='MinMax'``, ...)
 QUANT_METHODS = Registry('quant method', scope='quant_hooks', locations=['quant_hooks.methods'])

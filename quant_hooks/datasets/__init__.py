@@ -1,0 +1,1 @@
+"""Datasets and transforms registered for configs."""

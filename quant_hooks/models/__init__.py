@@ -1,0 +1,1 @@
+"""Models registered for configs: timm classifiers and the plain-ViT detection backbone."""
