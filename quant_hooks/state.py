@@ -42,3 +42,18 @@ def load_quantizer_state(model: nn.Module, path: str) -> dict:
                               f'unexpected, e.g. {unexpected[:5]}')
     model.load_state_dict(stored, strict=False)
     return blob.get('meta', {})
+
+
+def broadcast_quantizer_state(model: nn.Module, src: int = 0) -> int:
+    """Make every rank's quantizers equal rank ``src``'s (no-op outside a distributed run); returns the number of
+    tensors sent."""
+    from mmengine.dist import broadcast, get_world_size
+    if get_world_size() == 1:
+        return 0
+    state = quantizer_state_dict(model)
+    for tensor in state.values():
+        broadcast(tensor, src)
+    for m in model.modules():
+        if isinstance(m, Quantizer):
+            m.version += 1  # parameters changed in place: drop cached quantized weights
+    return len(state)

@@ -15,7 +15,7 @@ from ..calibration import build_calibration_loader
 from ..evaluation import write_json_atomic
 from ..registry import HOOKS, MODEL_ADAPTERS, QUANT_METHODS
 from ..sites import count_kinds, count_roles
-from ..state import load_quantizer_state, save_quantizer_state
+from ..state import broadcast_quantizer_state, load_quantizer_state, save_quantizer_state
 
 
 @HOOKS.register_module()
@@ -112,6 +112,8 @@ class PTQHook(Hook):
             self.check_settings(runner)
             loader, calib = build_calibration_loader(dict(s['calibration']))
             summary = self.method.quantize(sites, lambda: run_batches(self.adapter, model, loader))
+            # every rank calibrated on the same images; rank 0's state makes them bit-identical
+            broadcast_quantizer_state(model)
         seconds = time.perf_counter() - start
         self.sites = sites
         self.record.update(

@@ -36,8 +36,9 @@ def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Te
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
         return (q - zero_point) * scale
+    # clamp(q + z, qmin, qmax) - z == clamp(q, qmin - z, qmax - z) exactly (integers in float): 4 passes, not 6
     q = x / scale
-    return q.round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+    return q.round_().clamp_(qmin - zero_point, qmax - zero_point).mul_(scale)
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:

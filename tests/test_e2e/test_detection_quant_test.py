@@ -116,3 +116,23 @@ def test_saved_state_and_same_seed_reproduce_the_quantized_metrics(run_a, run_b,
         b = json.loads((run_b[0] / 'quant' / f'coco.{iou_type}.json').read_text())
         c = json.loads((tmp_path / 'quant' / f'coco.{iou_type}.json').read_text())
         assert b == c, 'same seed and saved state must give identical detections'
+
+
+def test_two_process_gloo_run_equals_the_single_process_run(run_b, checkpoint, pseudo_gt, tmp_path):
+    """tools/dist_quant_test.sh with 2 CPU processes: each rank evaluates one image; calibration is identical
+    on every rank, so the metrics equal the 1-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    from e2e_helpers import REPO
+    _, record_b = run_b
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000), PYTHONWARNINGS='ignore')
+    proc = subprocess.run(['bash', str(REPO / 'tools/dist_quant_test.sh'), str(SWIN_TINY_CONFIG), str(checkpoint), '2',
+                           '--work-dir', str(tmp_path), '--cfg-options', *SMALL_DETECTION_OPTIONS,
+                           f'test_evaluator.ann_file={pseudo_gt}'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / 'quant_results.json').read_text())
+    assert record['world_size'] == 2 and record['launcher'] == 'pytorch'
+    assert record['metrics'] == record_b['metrics']
