@@ -8,6 +8,9 @@ from ..sites import QuantSite
 from .base import KINDS, ModelAdapter
 
 SCOPES = ('backbone', 'full')
+#: the prediction layers of mmdet's RPN / RoI heads: tagged ``last`` in the full scope, so a method's
+#: ``overrides=[dict(tags=['last'], w_bits=8, a_bits=8)]`` keeps them at higher precision
+LAST_LAYER_NAMES = ('rpn_cls', 'rpn_reg', 'fc_cls', 'fc_reg', 'conv_logits')
 
 
 class MMDetDetectorAdapter(ModelAdapter):
@@ -15,7 +18,9 @@ class MMDetDetectorAdapter(ModelAdapter):
 
     Args:
         scope: ``backbone`` (default) quantizes the backbone only; ``full`` also wraps every Linear / Conv2d of
-            the neck, RPN and RoI heads as generic sites (the RepQ-ViT detection protocol).
+            the neck, RPN and RoI heads as generic sites tagged ``head`` (the RepQ-ViT detection protocol), the
+            prediction layers (:data:`LAST_LAYER_NAMES`) also tagged ``last``. Transposed convolutions (the mask
+            head's upsampling) stay in floating point.
         kinds: site kinds to wrap.
     """
 
@@ -34,7 +39,10 @@ class MMDetDetectorAdapter(ModelAdapter):
                             f'got {type(model).__name__}')
         sites = self.backbone_sites(model)
         if self.scope == 'full':
-            sites += self.generic_sites(model, '', skip=('backbone', ), tags={'head'})
+            for site in self.generic_sites(model, '', skip=('backbone', ), tags={'head'}):
+                if site.name.rpartition('.')[2] in LAST_LAYER_NAMES:
+                    site.tags = site.tags | {'last'}
+                sites.append(site)
         return sites
 
     @torch.no_grad()

@@ -1,1 +1,5 @@
-"""Models registered for configs: timm classifiers and the plain-ViT detection backbone."""
+"""Model components that configs build by name (registered in ``quant_hooks.registry.MODELS``)."""
+from .simple_feature_pyramid import SimpleFeaturePyramid
+from .vitdet_backbone import ViTDetBackbone
+
+__all__ = ['SimpleFeaturePyramid', 'ViTDetBackbone']

@@ -1,0 +1,181 @@
+"""A ViTDet-style plain ViT backbone for mmdet detectors, built from timm layers.
+
+The backbone is a timm ``VisionTransformer`` trunk (patch embedding, absolute position embedding, pre-norm
+``Block`` s) that keeps its stride-16 feature map as a 2-D grid: most blocks attend within non-overlapping
+windows and a few attend globally (ViTDet, Li et al. 2022). The position embedding learned at the pre-training
+resolution is resized (bicubic) to the input grid. Each block keeps timm's ``Attention`` module, so adapters can
+class-swap it like any timm ViT. The simple feature pyramid neck lives in ``simple_feature_pyramid.py``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d, PatchEmbed, trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ..registry import MODELS
+
+# channel LayerNorm of NCHW maps, for the RPN / RoI heads of ViTDet configs (``norm_cfg=dict(type='quant_hooks.LN2d')``)
+MODELS.register_module(name='LN2d', module=LayerNorm2d)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a ``(B, H, W, C)`` grid into ``(B * nW, window_size**2, C)`` windows, zero-padding H and W up to
+    multiples of ``window_size``.
+
+    Returns:
+        The windows and the padded grid size ``(Hp, Wp)``.
+    """
+    B, H, W, C = x.shape
+    pad_h = (window_size - H % window_size) % window_size
+    pad_w = (window_size - W % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+    return windows, (Hp, Wp)
+
+
+def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int],
+                       hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, window_size**2, C)`` back to ``(B, H, W, C)``."""
+    Hp, Wp = padded_hw
+    H, W = hw
+    nh, nw = Hp // window_size, Wp // window_size
+    B = windows.shape[0] // (nh * nw)
+    x = windows.view(B, nh, nw, window_size, window_size, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
+    if Hp > H or Wp > W:
+        x = x[:, :H, :W, :].contiguous()
+    return x
+
+
+class WindowedBlock(Block):
+    """timm's pre-norm ``Block`` on a ``(B, H, W, C)`` grid, attending within windows or globally.
+
+    Parameters keep timm's names (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``), so
+    timm ViT block weights load unchanged. As in ViTDet, the grid is padded after ``norm1`` (padding tokens are
+    zeros inside the attention) and the MLP runs on the unpadded grid.
+
+    Args:
+        window_size: side of the attention windows; 0 for global attention over the whole grid.
+        **kwargs: timm ``Block`` arguments (``dim``, ``num_heads``, ``mlp_ratio``, ``qkv_bias``, ``drop_path`` ...).
+    """
+
+    def __init__(self, window_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            windows, padded_hw = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(windows), self.window_size, padded_hw, (H, W))
+        else:
+            x = self.attn(x.reshape(B, H * W, C)).view(B, H, W, C)
+        x = shortcut + self.drop_path1(self.ls1(x))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+
+@MODELS.register_module()
+class ViTDetBackbone(BaseModule):
+    """Plain ViT backbone with windowed and global attention; returns the stride-``patch_size`` map.
+
+    Args:
+        img_size: pre-training image size; the position embedding holds ``(img_size / patch_size)**2`` positions.
+        patch_size: patch size (the output stride).
+        in_channels: image channels.
+        embed_dim: token width.
+        depth: number of blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden width / ``embed_dim``.
+        qkv_bias: bias in the qkv projection.
+        drop_path_rate: stochastic depth, increasing linearly to this value over the blocks.
+        window_size: attention window side of the windowed blocks.
+        global_attn_indexes: indices of the blocks that attend globally (ViTDet ViT-B: 2, 5, 8, 11).
+        pretrain_use_cls_token: the position embedding has a leading class-token entry (timm / MAE layout),
+            which is ignored.
+        norm_eps: LayerNorm epsilon.
+        init_cfg: mmengine initialisation config (e.g. ``dict(type='Pretrained', checkpoint=...)``).
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_channels: int = 3, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop_path_rate: float = 0.0, window_size: int = 14, global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+                 pretrain_use_cls_token: bool = True, norm_eps: float = 1e-6, init_cfg: dict | None = None):
+        super().__init__(init_cfg=init_cfg)
+        for name, value in (('img_size', img_size), ('patch_size', patch_size), ('embed_dim', embed_dim),
+                            ('depth', depth), ('num_heads', num_heads)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'ViTDetBackbone {name}={value!r} is invalid: allowed values are integers >= 1')
+        if img_size % patch_size:
+            raise ValueError(f'ViTDetBackbone img_size={img_size} is invalid: allowed values are multiples of '
+                             f'patch_size={patch_size}')
+        if embed_dim % num_heads:
+            raise ValueError(f'ViTDetBackbone embed_dim={embed_dim} is invalid: allowed values are multiples of '
+                             f'num_heads={num_heads}')
+        if not isinstance(window_size, int) or window_size < 0:
+            raise ValueError(f'ViTDetBackbone window_size={window_size!r} is invalid: allowed values are integers '
+                             '>= 0 (0: every block attends globally)')
+        global_attn_indexes = tuple(global_attn_indexes)
+        bad = [i for i in global_attn_indexes if not isinstance(i, int) or not 0 <= i < depth]
+        if bad:
+            raise ValueError(f'ViTDetBackbone global_attn_indexes={global_attn_indexes} is invalid: allowed values '
+                             f'are block indices in [0, {depth - 1}]')
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.global_attn_indexes = global_attn_indexes
+        self.window_size = window_size
+        self.num_prefix_tokens = 1 if pretrain_use_cls_token else 0
+        self.pretrain_grid = img_size // patch_size
+
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_channels,
+                                      embed_dim=embed_dim, output_fmt='NHWC', strict_img_size=False,
+                                      dynamic_img_pad=True)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.pretrain_grid**2, embed_dim))
+        norm_layer = _layer_norm(norm_eps)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            WindowedBlock(window_size=0 if i in global_attn_indexes else window_size, dim=embed_dim,
+                          num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rates[i],
+                          norm_layer=norm_layer) for i in range(depth))
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_linear)
+
+    def abs_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        """The position embedding resized to the ``(h, w)`` token grid, shaped ``(1, h, w, C)``."""
+        g = self.pretrain_grid
+        pos = self.pos_embed[:, self.num_prefix_tokens:].reshape(1, g, g, -1)
+        if (g, g) == tuple(hw):
+            return pos
+        pos = F.interpolate(pos.permute(0, 3, 1, 2), size=tuple(hw), mode='bicubic', align_corners=False)
+        return pos.permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """Images ``(B, 3, H, W)`` -> a one-element tuple with the ``(B, C, H/16, W/16)`` feature map."""
+        x = self.patch_embed(x)
+        x = x + self.abs_pos_embed(x.shape[1:3])
+        for block in self.blocks:
+            x = block(x)
+        return (x.permute(0, 3, 1, 2).contiguous(), )
+
+
+def _layer_norm(eps: float):
+    def make(dim, **kwargs):
+        return nn.LayerNorm(dim, eps=eps, **kwargs)
+    return make
+
+
+def _init_linear(module: nn.Module) -> None:
+    """timm's ViT initialisation of linear layers (truncated normal weights, zero bias)."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
