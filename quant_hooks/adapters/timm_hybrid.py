@@ -21,6 +21,7 @@ from torch import nn
 from ..nn import QuantAct, QuantMatMul
 from ..registry import MODEL_ADAPTERS
 from ..sites import QuantSite, Role
+from .base import KINDS
 from .timm_common import SiteCollector, TimmAdapter, mlp_sites, transformer_block_sites, unwrap_timm
 
 CONV, TRANSFORMER = 'conv', 'transformer'
@@ -281,7 +282,7 @@ def _attention2d_sites(col: SiteCollector, a: str, attn: nn.Module) -> None:
     """EfficientFormer v2 attention: its NCHW projections take the residual stream (no norm): generic."""
     if isinstance(attn, eff2.Attention2dDownsample):
         attn = QuantAttention2dDownsample.convert(attn, col.full(a))
-        col.generic(f'{a}.q', f'{a}')
+        col.generic(f'{a}.q', a)
     else:
         attn = QuantAttention2d.convert(attn, col.full(a))
         if attn.stride_conv is not None:
@@ -365,7 +366,7 @@ class TimmHybridAdapter(TimmAdapter):
         units, bridges: the units and bridge pairs of the last prepared model.
     """
 
-    def __init__(self, kinds=('linear', 'conv', 'matmul', 'act'), strict: bool = False):
+    def __init__(self, kinds=KINDS, strict: bool = False):
         super().__init__(kinds, strict)
         self.units: list[Unit] = []
         self.bridges: list[tuple[Unit, Unit]] = []
