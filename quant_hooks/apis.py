@@ -71,15 +71,20 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     runner = Runner.from_cfg(cfg)
     hook = find_ptq_hook(runner)
     hook.check_settings(runner)
+    model = _unwrap(runner.model)
     if checkpoint is not None:
-        meta = load_checkpoint(_unwrap(runner.model), checkpoint)
+        # models that know their own weight format (TimmClassifier: timm state dicts) load it themselves
+        loader = getattr(model, 'load_weights', None)
+        meta = loader(checkpoint) if callable(loader) else load_checkpoint(model, checkpoint)
         runner.logger.info(f'loaded checkpoint {checkpoint} (strict: every key and shape matched)')
     else:
         meta = None
+    weights = checkpoint or getattr(model, 'weights_source', None)
+    if weights is None:
         runner.logger.warning(RANDOM_WEIGHTS_NOTE)
-    hook.record.update(config=cfg.filename, checkpoint=checkpoint, checkpoint_meta=_short_meta(meta),
+    hook.record.update(config=cfg.filename, checkpoint=weights, checkpoint_meta=_short_meta(meta),
                        launcher=cfg.get('launcher', 'none'), world_size=_world_size())
-    if checkpoint is None:
+    if weights is None:
         hook.record['note'] = RANDOM_WEIGHTS_NOTE
     if eval_float:
         hook.bypass = True

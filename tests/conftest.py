@@ -28,3 +28,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope='session')
 def coco_tiny(repo_root) -> Path:
     return repo_root / 'data' / 'coco_tiny'
+
+
+@pytest.fixture(scope='session')
+def imagenet_tiny(repo_root) -> Path:
+    return repo_root / 'data' / 'imagenet_tiny'

@@ -13,6 +13,7 @@ from mmengine.model import is_model_wrapper
 from ..adapters import run_batches
 from ..calibration import build_calibration_loader
 from ..evaluation import write_json_atomic
+from ..evaluation.feature_fidelity import PHASE_KEY
 from ..registry import HOOKS, MODEL_ADAPTERS, QUANT_METHODS
 from ..sites import count_kinds, count_roles
 from ..state import broadcast_quantizer_state, load_quantizer_state, save_quantizer_state
@@ -90,6 +91,8 @@ class PTQHook(Hook):
             CalibrationConfig(**s['calibration'])
 
     def before_test(self, runner) -> None:
+        # metrics that compare the two passes (FeatureFidelity) read which one this is
+        runner.message_hub.update_info(PHASE_KEY, 'float' if self.bypass else 'quant')
         if self.bypass or self.sites is not None:
             return
         self.quantize(runner)

@@ -1,5 +1,5 @@
-"""The quantized timm attention of the ViTDet adapter: timm's own float computation when quantization is off, timm's
-explicit path with the matmuls as sites when it is on."""
+"""The quantized timm attention shared by the ViT, DeiT and ViTDet adapters: timm's own float computation when
+quantization is off, timm's explicit path with the matmuls as sites when it is on."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.layers import Attention
 
-from quant_hooks.adapters.vitdet import QuantTimmAttention
+from quant_hooks.adapters.timm_common import QuantTimmAttention
 from quant_hooks.quantizers import build_quantizer
 
 

@@ -1,0 +1,14 @@
+# DeiT-B/16: timm `deit_base_patch16_224`.
+# The timm model as an mmengine model, its timm eval preprocessing, and its adapter.
+# Weights: the CHECKPOINT argument of tools/quant_test.py (a timm .pth / .safetensors state dict), or
+# `model.pretrained=True` to take them from timm's local cache (never downloaded at run time).
+_base_ = '../default_runtime_cls.py'
+
+timm_model_name = 'deit_base_patch16_224'
+model = dict(type='TimmClassifier', model_name=timm_model_name)
+test_pipeline = [
+    dict(type='LoadImageRGB'),
+    dict(type='TimmEvalTransform', model_name=timm_model_name),
+    dict(type='PackClsInputs'),
+]
+quant_adapter = dict(type='TimmViTAdapter')

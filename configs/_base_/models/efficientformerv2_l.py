@@ -1,0 +1,14 @@
+# EfficientFormerV2-L (hybrid): timm `efficientformerv2_l`.
+# The timm model as an mmengine model, its timm eval preprocessing, and its adapter.
+# Weights: the CHECKPOINT argument of tools/quant_test.py (a timm .pth / .safetensors state dict), or
+# `model.pretrained=True` to take them from timm's local cache (never downloaded at run time).
+_base_ = '../default_runtime_cls.py'
+
+timm_model_name = 'efficientformerv2_l'
+model = dict(type='TimmClassifier', model_name=timm_model_name)
+test_pipeline = [
+    dict(type='LoadImageRGB'),
+    dict(type='TimmEvalTransform', model_name=timm_model_name),
+    dict(type='PackClsInputs'),
+]
+quant_adapter = dict(type='TimmHybridAdapter')

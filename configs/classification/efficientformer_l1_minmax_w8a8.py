@@ -1,0 +1,8 @@
+# EfficientFormer-L1 on ImageNet val; MinMax W8/A8.
+_base_ = [
+    '../_base_/models/efficientformer_l1.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/quant/minmax.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))
+quant_method = dict(w_bits=8, a_bits=8)

@@ -1,0 +1,8 @@
+# MobileViT-XS on ImageNet val; Percentile W8/A8.
+_base_ = [
+    '../_base_/models/mobilevit_xs.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/quant/percentile.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))
+quant_method = dict(w_bits=8, a_bits=8)
