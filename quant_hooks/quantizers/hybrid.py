@@ -150,7 +150,7 @@ class HybridQuantizer(Quantizer):
 
     def __init__(self, bits: int = 8, channel_axis: int = -1, schemes=SCHEMES, granularities=GRANULARITIES,
                  overflow: str = 'clamp_range', loss: str = 'mse', range_method: str = 'minmax', search_steps: int = 20,
-                 alpha_range=(0.5, 1.0), max_samples: int = 1 << 20):
+                 alpha_range=(0.5, 1.0), max_samples: int = 1 << 18):
         self.schemes = tuple(schemes)
         self.granularities = tuple(granularities)
         for s in self.schemes:

@@ -46,7 +46,7 @@ class LogQuantizer(Quantizer):
 
     def __init__(self, bits: int = 4, granularity='per_tensor', range_method: str = 'percentile',
                  percentiles=(0.999, 0.9999, 0.99999), scale: float | None = None, rounding: str = 'log',
-                 underflow: str = 'zero', max_samples: int = 1 << 20):
+                 underflow: str = 'zero', max_samples: int = 1 << 18):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_head=PerHead, per_channel=PerChannel),
                             type(self).__name__, dynamic=False)

@@ -34,7 +34,7 @@ class PowerOfTwoFactorQuantizer(Quantizer):
         max_samples: bound on the values kept to score the factors.
     """
 
-    def __init__(self, bits: int = 8, granularity='per_channel', max_factor: int = 3, max_samples: int = 1 << 20):
+    def __init__(self, bits: int = 8, granularity='per_channel', max_factor: int = 3, max_samples: int = 1 << 18):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_channel=PerChannel), 'ptf', dynamic=False)
         if isinstance(max_factor, bool) or not isinstance(max_factor, int) or not 0 <= max_factor <= 8:

@@ -45,7 +45,7 @@ class TwinSoftmaxQuantizer(Quantizer):
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', split_exponents=tuple(range(16)),
-                 max_samples: int = 1 << 20):
+                 max_samples: int = 1 << 16):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_head=PerHead, per_channel=PerChannel),
                             'twin_softmax', dynamic=False)
@@ -117,7 +117,7 @@ class TwinGeluQuantizer(Quantizer):
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', neg_bound: float = GELU_NEG_BOUND,
-                 search_steps: int = 100, alpha_range=(0.01, 1.2), max_samples: int = 1 << 20):
+                 search_steps: int = 100, alpha_range=(0.01, 1.2), max_samples: int = 1 << 16):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_channel=PerChannel), 'twin_gelu',
                             dynamic=False)
