@@ -1,6 +1,8 @@
 """AdaRound: learnable rounding of weights, ready for block / module reconstruction."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -25,7 +27,8 @@ class AdaRoundQuantizer(UniformQuantizer):
     * ``nearest``: plain rounding, as :class:`UniformQuantizer` (the state after ``freeze``);
     * ``soft``: ``x̂ = (clamp(floor(W/Δ) + h(V) + z, qmin, qmax) - z)·Δ``, differentiable in ``V`` (and in
       ``W`` and Δ through a straight-through floor): what reconstruction optimises;
-    * ``hard``: ``h(V)`` replaced by ``1[h(V) >= 0.5]``: the deployed rounding after reconstruction.
+    * ``hard``: ``h(V)`` replaced by ``1[h(V) >= 0.5]`` (computed as ``V >= logit((1/2 - γ)/(ζ - γ))``, i.e.
+      ``V >= 0`` for the default ζ, γ, as the BRECQ code does): the deployed rounding after reconstruction.
 
     :meth:`regularization` is AdaRound's ``Σ 1 - |2h(V) - 1|^β`` and :func:`beta_schedule` its annealing of β.
     The mode is stored in the ``mode_`` buffer and ``alpha`` is a parameter, so ``state_dict`` round-trips
@@ -103,9 +106,11 @@ class AdaRoundQuantizer(UniformQuantizer):
             raise QuantizerError(f'{self.where}: the rounding variables have shape {tuple(self.alpha.shape)} but the '
                                  f'weight has shape {tuple(x.shape)}; calibrate on this weight (or init_alpha)')
         scale, zp = self.params_for(x)
-        h = self.rectified_sigmoid().to(x.dtype)
-        if mode == 'hard':
-            h = (h >= 0.5).to(x.dtype)
+        if mode == 'hard':  # h(V) >= 1/2  <=>  σ(V) >= (1/2 - γ)/(ζ - γ)  <=>  V >= logit((1/2 - γ)/(ζ - γ))
+            p = (0.5 - self.gamma) / (self.zeta - self.gamma)
+            h = (self.alpha >= math.log(p / (1 - p))).to(x.dtype)
+        else:
+            h = self.rectified_sigmoid().to(x.dtype)
         x_int = floor_ste(x / scale) + h
         return (torch.clamp(x_int + zp, self.qmin, self.qmax) - zp) * scale
 

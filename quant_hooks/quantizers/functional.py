@@ -32,9 +32,13 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
     return scale, torch.round(-lo / scale)
 
 
-def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
-                      qmax: int) -> torch.Tensor:
-    """``(clamp(round(x / Δ) + z, qmin, qmax) - z) · Δ``; straight-through gradient when autograd needs it."""
+def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int | torch.Tensor,
+                      qmax: int | torch.Tensor) -> torch.Tensor:
+    """``(clamp(round(x / Δ) + z, qmin, qmax) - z) · Δ``; straight-through gradient when autograd needs it.
+
+    ``scale``, ``zero_point`` and (optionally) ``qmin`` / ``qmax`` broadcast against ``x`` (per-group code ranges
+    are tensors).
+    """
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
         return (q - zero_point) * scale
@@ -207,8 +211,9 @@ def round_log2_float32_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Te
     """``round(k·log2(t))`` in place for a float32 tensor, from its bits (no transcendental function).
 
     With ``t = 1.m · 2^E``: ``round(log2 t) = E + 1[1.m >= √2]`` and
-    ``round(2·log2 t) = 2E + 1[1.m >= 2^(1/4)] + 1[1.m >= 2^(3/4)]``. Adding ``2^23 - mantissa(threshold)`` carries
-    into the exponent field exactly when the mantissa reaches the threshold, and a shift reads the carry out.
+    ``round(2·log2 t) = 2E + 1[1.m >= 2^(1/4)] + 1[1.m >= 2^(3/4)]``. Adding ``2^23 - mantissa(threshold)`` to the
+    bits carries into the exponent field exactly when the mantissa reaches the threshold, so a shift by 23 reads
+    out the biased exponent plus that comparison.
     Exact (no tie is possible, the thresholds being irrational) for positive normal numbers; zero, subnormal and
     negative inputs give ``<= -126·k``, i.e. underflow, which is also what ``log2`` gives them in a log quantizer
     whose largest code is at most ``126·k - 2`` (see :func:`log_fake_quant`).
@@ -222,10 +227,9 @@ def round_log2_float32_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Te
         bits.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
         t.copy_(bits)
         return t.sub_(127)
-    exponent = torch.bitwise_right_shift(bits, 23)
-    bits.bitwise_and_(0x7FFFFF)
-    upper = torch.add(bits, _CARRY_THREE_QUARTERS).bitwise_right_shift_(23)
-    bits.add_(_CARRY_QUARTER).bitwise_right_shift_(23).add_(upper).add_(exponent).add_(exponent)
+    # (bits + carry) >> 23 is the exponent field plus the comparison bit: the two sums give 2E + both bits
+    lower = torch.add(bits, _CARRY_QUARTER).bitwise_right_shift_(23)
+    bits.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
     t.copy_(bits)
     return t.sub_(254)
 

@@ -13,8 +13,8 @@ class GroupObserver:
 
     For every group of a granularity (one group per tensor, channel, head or token position) it keeps the
     running min and max, the mean over batches of exact per-batch quantiles, and a bounded, evenly strided
-    sample of the observed values (the same sample for the same stream, whatever the batch sizes, as long as
-    the stream is the same). Memory stays below ``max_samples`` values in total.
+    sample of the observed values (deterministic: the same batches give the same sample). The sample holds at
+    most about ``max_samples`` values, all groups together.
 
     Args:
         granularity: a static granularity; its ``grouped`` view defines the groups.

@@ -154,10 +154,15 @@ class TwinGeluQuantizer(Quantizer):
         self.scale_pos = self._obs.reshape(best)
 
     def _fq(self, x, scale_pos, scale_neg):
-        # round(x/Δn) <= 0 for x < 0 and round(x/Δp) >= 0 for x >= 0, so one clamp to [-2^(b-1), 2^(b-1) - 1]
-        # applies both ranges' bounds
-        scale = torch.where(x < 0, scale_neg.to(x.dtype), scale_pos.to(x.dtype))
-        return _fake_quant_twin(x, scale, -self.half, self.half - 1)
+        scale_pos, scale_neg = scale_pos.to(x.dtype), scale_neg.to(x.dtype)
+        if torch.is_grad_enabled() and x.requires_grad:
+            # round(x/Δn) <= 0 for x < 0 and round(x/Δp) >= 0 for x >= 0, so one clamp to [-2^(b-1), 2^(b-1) - 1]
+            # applies both ranges' bounds
+            return _fake_quant_twin(x, torch.where(x < 0, scale_neg, scale_pos), -self.half, self.half - 1)
+        # the same values without a boolean select: Q_p(max(x, 0)) + Q_n(min(x, 0)), each part being exactly 0
+        # where the other range applies
+        pos = x.clamp_min(0).div_(scale_pos).round_().clamp_(0, self.half - 1).mul_(scale_pos)
+        return pos.add_(x.clamp_max(0).div_(scale_neg).round_().clamp_(-self.half, 0).mul_(scale_neg))
 
     def fake_quant(self, x):
         return self._fq(x, self.scale_pos, self.scale_neg)

@@ -1,4 +1,5 @@
-"""Helpers shared by the quantizer tests (imported as ``qtest_utils``): calibration, test inputs, and one config per registered quantizer."""
+"""Helpers shared by the quantizer tests (imported as ``qtest_utils``): calibration, test inputs, and one config
+per registered quantizer."""
 from __future__ import annotations
 
 import torch

@@ -35,6 +35,20 @@ def test_standalone_output_is_q_of_x_plus_n_minus_n():
     assert torch.equal(q(x), q.quantizer(x + n) - n)
 
 
+@pytest.mark.parametrize('kind', ['ln', 'heavy'])
+def test_output_matches_the_plain_formula(kind):
+    x = make_input(kind)
+    q = calibrate(noisy(seed=2), x)
+    lo, hi = float(x.min()), float(x.max())
+    scale = (hi - lo) / 15
+    z = round(-lo / scale)
+    n = q.noise.tolist()
+    ref = [[[(min(max(round((v + n[c]) / scale) + z, 0), 15) - z) * scale - n[c] for c, v in enumerate(row)]
+            for row in mat] for mat in x.tolist()]
+    close = torch.isclose(q(x).double(), torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    assert float((~close).double().mean()) <= 2e-3
+
+
 def test_seeded_runs_repeat_exactly_and_seeds_differ():
     x = make_input('ln')
     a, b, c = (calibrate(noisy(seed), x) for seed in (3, 3, 4))
