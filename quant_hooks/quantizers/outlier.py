@@ -180,12 +180,12 @@ class OutlierAwareQuantizer(Quantizer):
         return scale.to(dtype), zp.to(dtype)
 
     def fake_quant(self, x):
+        if self.track_outliers:
+            self.last_outlier_ratio = float((x.detach().abs() > self.threshold).sum()) / max(1, x.numel())
         if torch.is_grad_enabled() and x.requires_grad:
             outliers = x.abs() > self.threshold
             scale, zp = self.params_for(x, outliers)
             return torch.where(outliers, x, fake_quant_affine(x, scale, zp, self.qmin, self.qmax))
-        if self.track_outliers:
-            self.last_outlier_ratio = float((x.abs() > self.threshold).sum()) / max(1, x.numel())
         # No autograd: x̂ = Q(x_in) + (x - x_in), x_in = x with its outliers set to 0. Inliers give Q(x) + 0 and
         # outliers 0 + x, both exact, as long as Q(0) = 0, i.e. the zero-point lies in the code range; no boolean
         # mask is needed (boolean selects are the slowest kernels here).
