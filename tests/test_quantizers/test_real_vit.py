@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_path
+from tests.conftest import shared_path
 from qtest_utils import calibrate
 
 from quant_hooks.quantizers import build_quantizer
