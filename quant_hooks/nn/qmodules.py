@@ -22,18 +22,27 @@ def _named(quantizer, site: str):
 
 
 class _WeightCache:
-    """Caches the fake-quantized weight while the weight and the quantizer are unchanged (eval only)."""
+    """Caches the fake-quantized weight while the weight and the quantizer are unchanged (eval only).
+
+    The key covers the weight's storage and in-place version, the quantizer's ``version`` and ``enabled`` flag,
+    and the in-place versions of the quantizer's own tensors (so an optimiser step on learnable rounding
+    variables, or an in-place edit of a scale, invalidates it). Nothing is cached while gradients can flow
+    into the weight or into the quantizer's parameters.
+    """
 
     def __init__(self):
         self.key = None
         self.value = None
 
     def get(self, weight: torch.Tensor, quantizer: Quantizer, training: bool) -> torch.Tensor:
-        if training or torch.is_grad_enabled() and weight.requires_grad or quantizer.observing:
+        grad = torch.is_grad_enabled() and (weight.requires_grad or any(p.requires_grad
+                                                                        for p in quantizer.parameters()))
+        if training or grad or quantizer.observing:
             self.key = self.value = None
             return quantizer(weight)
+        tensors = tuple((t.data_ptr(), t._version) for t in (*quantizer.parameters(), *quantizer.buffers()))
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, id(quantizer), quantizer.version,
-               quantizer.enabled)
+               quantizer.enabled, tensors)
         if key != self.key:
             self.value = quantizer(weight)
             self.key = key
@@ -51,6 +60,9 @@ class QuantWeightLayer:
         self.input_quantizer = _named(input_quantizer, f'{site}:input')
         self.weight_quantizer = _named(weight_quantizer, f'{site}:weight')
         self._wcache = _WeightCache()
+        bind = getattr(self.input_quantizer, 'bind_layer', None)
+        if bind is not None:  # e.g. NoisyQuant decides whether its noise removal folds into this layer's bias
+            bind(self)
 
     def set_quantizers(self, input_quantizer=None, weight_quantizer=None):
         self._init_quant(self.site, input_quantizer, weight_quantizer)

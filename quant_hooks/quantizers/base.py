@@ -117,6 +117,11 @@ class Quantizer(nn.Module):
             key = prefix + name
             if buf is not None and key in state_dict and state_dict[key].shape != buf.shape:
                 self._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
+        for name, param in list(self._parameters.items()):  # learnable ones too (AdaRound's rounding variables)
+            key = prefix + name
+            if param is not None and key in state_dict and state_dict[key].shape != param.shape:
+                self._parameters[name] = nn.Parameter(torch.empty_like(state_dict[key], device=param.device),
+                                                      requires_grad=param.requires_grad)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         self.version += 1

@@ -1,6 +1,8 @@
 """Stateless, vectorized building blocks shared by the quantizers."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import round_ste
@@ -30,15 +32,22 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
     return scale, torch.round(-lo / scale)
 
 
-def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
-                      qmax: int) -> torch.Tensor:
-    """``(clamp(round(x / Δ) + z, qmin, qmax) - z) · Δ``; straight-through gradient when autograd needs it."""
+def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int | torch.Tensor,
+                      qmax: int | torch.Tensor) -> torch.Tensor:
+    """``(clamp(round(x / Δ) + z, qmin, qmax) - z) · Δ``; straight-through gradient when autograd needs it.
+
+    ``scale``, ``zero_point`` and (optionally) ``qmin`` / ``qmax`` broadcast against ``x`` (per-group code ranges
+    are tensors).
+    """
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
         return (q - zero_point) * scale
-    # clamp(q + z, qmin, qmax) - z == clamp(q, qmin - z, qmax - z) exactly (integers in float): 4 passes, not 6
-    q = x / scale
-    return q.round_().clamp_(qmin - zero_point, qmax - zero_point).mul_(scale)
+    if not isinstance(zero_point, torch.Tensor):
+        zero_point = torch.as_tensor(zero_point, dtype=x.dtype, device=x.device)
+    # clamp(r + z, qmin, qmax) - z == clamp(r, qmin - z, qmax - z) exactly for integer-valued r and z: the bounds
+    # are computed on the (small) parameter tensors. Two one-sided clamps: a two-sided clamp with tensor bounds
+    # takes a much slower kernel on CPU.
+    return (x / scale).round_().clamp_(min=qmin - zero_point).clamp_(max=qmax - zero_point).mul_(scale)
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
@@ -46,25 +55,61 @@ def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) ->
     return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
 
 
-def group_quantile(xg: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row quantile of a ``[G, S]`` tensor with linear interpolation (as ``torch.quantile``).
+#: rows longer than this are pre-filtered by a threshold from a strided subsample before ``topk``
+LARGE_ROW = 1 << 22
 
-    Uses ``topk`` on the nearer tail, so it works for any S (``torch.quantile`` refuses more than 16M elements)
-    and costs O(S) rather than a full sort.
+
+def _tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
+    """The ``k`` largest (or smallest) values of each row, sorted from the extreme inwards, ``[G, k]``.
+
+    For one very long row (a per-tensor range over a huge calibration tensor) a full ``topk`` is slow, so the
+    row is first filtered by a threshold taken from a strided subsample, with a margin; when the filtered set
+    holds at least ``k`` values it holds the exact top ``k`` (every one of them is beyond the threshold), else the
+    full ``topk`` is used. The result is exact and deterministic either way.
+    """
+    g, n = xg.shape
+    if g == 1 and n > LARGE_ROW and k < n // 16:
+        row = xg[0]
+        sub = strided_columns(xg, 1 << 18)[0]
+        m = sub.numel()
+        k_sub = min(m, int(k * m / n * 1.5) + 64)
+        thr = torch.topk(sub, k_sub, largest=largest, sorted=True).values[-1]
+        picked = row[row >= thr] if largest else row[row <= thr]
+        if picked.numel() >= k:
+            return torch.topk(picked, k, largest=largest, sorted=True).values[None]
+    return torch.topk(xg, k, dim=1, largest=largest, sorted=True).values
+
+
+def group_quantiles(xg: torch.Tensor, qs) -> torch.Tensor:
+    """Per-row quantiles of a ``[G, S]`` tensor with linear interpolation (as ``torch.quantile``), ``[G, len(qs)]``.
+
+    Uses one ``topk`` per tail for all the levels on that tail, so it works for any S (``torch.quantile``
+    refuses more than 16M elements) and costs O(S) rather than a full sort; very long single rows are
+    pre-filtered (see :func:`_tail`), so a 100M-element tensor takes seconds.
     """
     n = xg.shape[1]
-    pos = q * (n - 1)
-    lo_rank = int(pos)  # floor, pos >= 0
-    hi_rank = min(lo_rank + 1, n - 1)
-    frac = pos - lo_rank
-    if lo_rank >= (n - 1) / 2:  # upper tail: topk(largest)[j] is the (n-1-j)-th order statistic
-        top = torch.topk(xg, n - lo_rank, dim=1, largest=True, sorted=True).values
-        v_lo = top[:, n - 1 - lo_rank]
-        v_hi = top[:, n - 1 - hi_rank]
-    else:  # lower tail: topk(smallest)[j] is the j-th order statistic
-        bottom = torch.topk(xg, hi_rank + 1, dim=1, largest=False, sorted=True).values
-        v_lo, v_hi = bottom[:, lo_rank], bottom[:, hi_rank]
-    return torch.lerp(v_lo, v_hi, torch.full_like(v_lo, frac))
+    ranks = []
+    for q in qs:
+        pos = float(q) * (n - 1)
+        lo_rank = min(int(pos), n - 1)  # floor, pos >= 0
+        ranks.append((lo_rank, min(lo_rank + 1, n - 1), pos - lo_rank))
+    upper = [r for r in ranks if r[0] >= (n - 1) / 2]
+    lower = [r for r in ranks if r[0] < (n - 1) / 2]
+    top = _tail(xg, n - min(r[0] for r in upper), largest=True) if upper else None
+    bottom = _tail(xg, max(r[1] for r in lower) + 1, largest=False) if lower else None
+    out = []
+    for lo_rank, hi_rank, frac in ranks:
+        if lo_rank >= (n - 1) / 2:  # upper tail: top[:, j] is the (n-1-j)-th order statistic
+            v_lo, v_hi = top[:, n - 1 - lo_rank], top[:, n - 1 - hi_rank]
+        else:  # lower tail: bottom[:, j] is the j-th order statistic
+            v_lo, v_hi = bottom[:, lo_rank], bottom[:, hi_rank]
+        out.append(torch.lerp(v_lo, v_hi, torch.full_like(v_lo, frac)))
+    return torch.stack(out, dim=1)
+
+
+def group_quantile(xg: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row quantile of a ``[G, S]`` tensor (see :func:`group_quantiles`), ``[G]``."""
+    return group_quantiles(xg, [q])[:, 0]
 
 
 def strided_columns(xg: torch.Tensor, max_cols: int) -> torch.Tensor:
@@ -72,10 +117,159 @@ def strided_columns(xg: torch.Tensor, max_cols: int) -> torch.Tensor:
     n = xg.shape[1]
     if n <= max_cols:
         return xg
-    idx = torch.linspace(0, n - 1, max_cols, device=xg.device).round_().long()
+    if max_cols <= 1:
+        return xg[:, :max_cols]
+    # exact integer arithmetic: round(i * (n - 1) / (max_cols - 1)); a float32 linspace overshoots for n > 2^24
+    i = torch.arange(max_cols, device=xg.device, dtype=torch.int64)
+    idx = (2 * i * (n - 1) + (max_cols - 1)) // (2 * (max_cols - 1))
     return xg.index_select(1, idx)
 
 
 def lp_error(x: torch.Tensor, xq: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Per-row mean ``|x - x̂|^p`` of ``[G, S]`` tensors."""
     return (x - xq).abs_().pow_(p).mean(dim=1)
+
+
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    """``floor(x)`` with a straight-through gradient."""
+    return (x.floor() - x).detach() + x
+
+
+def masked_group_quantile(xg: torch.Tensor, valid: torch.Tensor, qs) -> torch.Tensor:
+    """Per-row quantiles of the valid entries of a ``[G, S]`` tensor (linear interpolation, as ``torch.quantile``).
+
+    Rows hold different numbers of valid entries; one sort per call serves every quantile. A row with no valid
+    entry gets 0.
+
+    Args:
+        xg: values, ``[G, S]``.
+        valid: boolean mask of the entries that count, ``[G, S]``.
+        qs: quantile levels in [0, 1].
+
+    Returns:
+        ``[G, len(qs)]`` quantiles.
+    """
+    srt = torch.where(valid, xg, torch.full_like(xg, float('inf'))).sort(dim=1).values
+    n = valid.sum(dim=1)
+    last = (n - 1).clamp_min(0)
+    out = []
+    for q in qs:
+        pos = q * last.to(xg.dtype)
+        lo_rank = pos.floor().long()
+        hi_rank = torch.minimum(lo_rank + 1, last)
+        frac = pos - lo_rank.to(xg.dtype)
+        v_lo = srt.gather(1, lo_rank[:, None])[:, 0]
+        v_hi = srt.gather(1, hi_rank[:, None])[:, 0]
+        out.append(torch.where(n > 0, torch.lerp(v_lo, torch.where(n > 0, v_hi, v_lo), frac), torch.zeros_like(v_lo)))
+    return torch.stack(out, dim=1)
+
+
+def log_codes(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_octave: int,
+              flush_underflow: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Codes of the log quantizer ``q = clamp(round(-k·log2(x / Δ)), 0, 2^b - 1)``.
+
+    ``k`` is ``levels_per_octave`` (1: base 2, 2: base √2). Non-positive ``x`` has ``log2 = -inf`` and takes the
+    largest code. With ``flush_underflow``, values whose unclamped code is ``>= 2^b`` (too small for the code
+    range) are marked in the returned mask (they dequantize to 0, as in RepQ-ViT / FQ-ViT code); otherwise the
+    mask is ``None``.
+
+    Returns:
+        (codes as a float tensor, underflow mask or None).
+    """
+    qmax = 2**bits - 1
+    t = torch.log2(x.clamp_min(0) / scale) * levels_per_octave
+    t = round_ste(t) if t.requires_grad else t.round_()  # -q before clamping (round is symmetric)
+    mask = t < -qmax if flush_underflow else None
+    return -t.clamp(-qmax, 0), mask
+
+
+def log_dequant(codes: torch.Tensor, scale: torch.Tensor, levels_per_octave: int,
+                mask: torch.Tensor | None) -> torch.Tensor:
+    """``x̂ = Δ · 2^(-q / k)``, and 0 where ``mask`` (underflow) is set.
+
+    For ``k = 2`` this equals the bit-shift form ``2^(-ceil(q/2)) · (1 + (√2 - 1)·(q mod 2)) · Δ`` of the
+    RepQ-ViT / ADFQ-ViT code (same value, computed with one ``exp2``).
+    """
+    out = torch.exp2(codes * (-1.0 / levels_per_octave)) * scale
+    return out if mask is None else out.masked_fill(mask, 0.0)
+
+
+def _smallest_float32_mantissa_at_least(value: float) -> int:
+    f = torch.tensor(value, dtype=torch.float32)
+    if float(f) < value:
+        f = torch.nextafter(f, torch.tensor(math.inf))
+    return int(f.view(torch.int32)) & 0x7FFFFF
+
+
+#: adding these to a float32's mantissa bits carries into bit 23 exactly when 1.m >= √2, 2^(1/4), 2^(3/4)
+_CARRY_SQRT2 = (1 << 23) - _smallest_float32_mantissa_at_least(math.sqrt(2.0))
+_CARRY_QUARTER = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.25)
+_CARRY_THREE_QUARTERS = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.75)
+
+
+def round_log2_float32_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tensor:
+    """``round(k·log2(t))`` in place for a float32 tensor, from its bits (no transcendental function).
+
+    With ``t = 1.m · 2^E``: ``round(log2 t) = E + 1[1.m >= √2]`` and
+    ``round(2·log2 t) = 2E + 1[1.m >= 2^(1/4)] + 1[1.m >= 2^(3/4)]``. Adding ``2^23 - mantissa(threshold)`` to the
+    bits carries into the exponent field exactly when the mantissa reaches the threshold, so a shift by 23 reads
+    out the biased exponent plus that comparison.
+    Exact (no tie is possible, the thresholds being irrational) for positive normal numbers; zero, subnormal and
+    negative inputs give ``<= -126·k``, i.e. underflow, which is also what ``log2`` gives them in a log quantizer
+    whose largest code is at most ``126·k - 2`` (see :func:`log_fake_quant`).
+
+    Args:
+        t: float32 tensor, overwritten.
+        levels_per_octave: k, 1 or 2.
+    """
+    bits = t.view(torch.int32)
+    if levels_per_octave == 1:
+        bits.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
+        t.copy_(bits)
+        return t.sub_(127)
+    # (bits + carry) >> 23 is the exponent field plus the comparison bit: the two sums give 2E + both bits
+    lower = torch.add(bits, _CARRY_QUARTER).bitwise_right_shift_(23)
+    bits.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
+    t.copy_(bits)
+    return t.sub_(254)
+
+
+def log_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_octave: int,
+                   flush_underflow: bool, inplace: bool = False) -> torch.Tensor:
+    """``log_dequant(*log_codes(x))``, the same values computed with fewer passes.
+
+    Args:
+        x: values; negative ones count as 0.
+        scale: Δ, broadcasting against ``x``.
+        bits, levels_per_octave, flush_underflow: see :func:`log_codes`.
+        inplace: ``x`` is a non-negative scratch tensor that may be overwritten with the result (no autograd).
+    """
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        codes, mask = log_codes(x, scale, bits, levels_per_octave, flush_underflow)
+        return log_dequant(codes, scale, levels_per_octave, mask)
+    qmax = 2**bits - 1
+    k = levels_per_octave
+    t = x if inplace else x.clamp_min(0)
+    t = t.div_(scale)
+    if t.dtype == torch.float32 and k in (1, 2) and qmax <= 126 * k - 2:
+        round_log2_float32_(t, k)
+    else:
+        t.log2_()
+        if k != 1:
+            t.mul_(k)
+        t.round_()  # -q before clamping: round(-k·L) == -round(k·L) (round half to even is symmetric)
+    if flush_underflow:  # codes beyond 2^b - 1 -> -inf, whose exp2 is exactly 0 (one fused pass, no mask)
+        torch.nn.functional.threshold_(t, -qmax - 0.5, -math.inf)
+        t.clamp_max_(0)
+    else:
+        t.clamp_(-qmax, 0)
+    if k != 1:
+        t.mul_(1.0 / k)  # exact for k in {1, 2}: -q/k
+    return t.exp2_().mul_(scale)
+
+
+def log_round(v: torch.Tensor) -> torch.Tensor:
+    """FQ-ViT's rounding of ``v > 0`` to the nearest power of two in the linear domain: ``f = floor(log2 v)``,
+    plus 1 when ``v - 2^f >= 2^(f-1)`` (i.e. ``v >= 1.5·2^f``); returns the exponent as a float tensor."""
+    f = torch.floor(torch.log2(v))
+    return f + ((v - torch.exp2(f)) >= torch.exp2(f - 1)).to(v.dtype)

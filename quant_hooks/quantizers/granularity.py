@@ -140,3 +140,23 @@ def parse_granularity(spec) -> Granularity:
         return _BY_NAME[spec](**kwargs)
     except TypeError as e:
         raise QuantizerError(f'granularity {spec!r}: bad arguments {kwargs}: {e}') from None
+
+
+def require_granularity(granularity: Granularity, allowed: dict[str, type], where: str,
+                        dynamic: bool | None = None) -> Granularity:
+    """Raise unless ``granularity`` is an instance of one of ``allowed`` (name -> class).
+
+    Args:
+        granularity: the parsed granularity.
+        allowed: names (for the message) and the classes they stand for.
+        where: the quantizer, for the message.
+        dynamic: if given, also require ``granularity.dynamic == dynamic``.
+    """
+    ok = isinstance(granularity, tuple(allowed.values()))
+    if ok and dynamic is not None and granularity.dynamic != dynamic:
+        ok = False
+    if not ok:
+        raise QuantizerError(f'{where}: granularity={granularity.name!r}'
+                             f'{" (dynamic)" if granularity.dynamic else ""} is invalid: allowed values are '
+                             f'{sorted(allowed)}')
+    return granularity

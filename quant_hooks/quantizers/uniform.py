@@ -5,7 +5,7 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice
-from .functional import (affine_params, fake_quant_affine, group_quantile, lp_error, quantize_affine, strided_columns,
+from .functional import (affine_params, fake_quant_affine, group_quantiles, lp_error, quantize_affine, strided_columns,
                          uniform_qrange)
 from .granularity import PerToken
 from .registry import register_quantizer
@@ -99,14 +99,10 @@ class UniformQuantizer(Quantizer):
 
     def _observe_percentile(self, xg):
         sample = strided_columns(xg, self.max_samples)
-        los, his, errs = [], [], []
-        for p in self.percentiles:
-            hi = group_quantile(xg, p)
-            lo = group_quantile(xg, 1.0 - p)
-            los.append(lo)
-            his.append(hi)
-            errs.append(self._range_error(sample, lo, hi))
-        lo, hi, err = torch.stack(los, 1), torch.stack(his, 1), torch.stack(errs, 1)  # [G, P]
+        n_p = len(self.percentiles)
+        qv = group_quantiles(xg, list(self.percentiles) + [1.0 - p for p in self.percentiles])
+        hi, lo = qv[:, :n_p], qv[:, n_p:]  # [G, P]
+        err = torch.stack([self._range_error(sample, lo[:, i], hi[:, i]) for i in range(n_p)], 1)
         if self._cand_lo is None:
             self._cand_lo, self._cand_hi, self._cand_err = lo, hi, err
         else:

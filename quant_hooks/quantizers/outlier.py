@@ -1,0 +1,239 @@
+"""ADFQ-ViT's Per-Patch Outlier-aware Quantizer (PPOQ) for post-LayerNorm activations."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import Quantizer
+from .errors import QuantizerError, check_choice
+from .functional import affine_params, fake_quant_affine, masked_group_quantile, quantize_affine, strided_columns, \
+    uniform_qrange
+from .granularity import PerToken, require_granularity
+from .registry import register_quantizer
+
+
+@register_quantizer('ppoq')
+class OutlierAwareQuantizer(Quantizer):
+    """Per-token uniform quantizer that keeps outliers ``|x| > α`` at full precision.
+
+    ``x̂ = where(|x| > α, x, Q_t(x))``, with one ``(Δ_t, z_t)`` per token t estimated from the token's inliers
+    only (``|x| <= α``). Two forms:
+
+    * ``granularity='per_token'`` (dynamic, the default): ``Δ_t, z_t`` from each token's inlier min/max at run
+      time, so any number of tokens works (detection images of any size, any window count). Needs no
+      calibration; observing data only records the outlier ratio.
+    * ``granularity='per_token_static'``: one calibrated ``(Δ_t, z_t)`` per token *position*, pooled over the
+      batch and the channels, as the authors' code does; ties the quantizer to one token count (classification
+      at a fixed resolution, Swin windows). Range by inlier min/max or by the per-token percentile search.
+
+    Paper vs code choices:
+        * the threshold is absolute (authors' code: ``α = 5`` for qkv inputs, ``--outlier`` for fc1 inputs,
+          10 in the README example); it is not a fraction of the range.
+        * the authors' code calibrates static per-position scales with a percentile search (per token, the
+          candidate ``p`` in {0.999, 0.9999, 0.99999} with the lowest L2 error of the inliers); that is
+          ``granularity='per_token_static', range_method='percentile'``. The dynamic form is this project's
+          extension for variable token counts and uses the inlier min/max (a per-token percentile at run time
+          would cost a sort per token).
+        * a token with no inlier keeps all its values (its scale is irrelevant and set to the smallest scale).
+
+    The fraction of outliers seen during calibration is kept in the ``outlier_ratio`` buffer (NaN when nothing
+    was observed); with ``track_outliers`` the ratio of the last quantized tensor is kept in
+    ``last_outlier_ratio`` (costs a reduction per call).
+
+    Args:
+        bits: bit width of the inlier codes, in [2, 16].
+        granularity: ``per_token`` (dynamic) or ``per_token_static``; ``dict(type='per_token', token_axis=...,
+            channel_axis=...)`` for other layouts.
+        threshold: α >= 0; values with ``|x| > α`` are outliers.
+        symmetric: signed codes with ``z = 0`` instead of the asymmetric ``[0, 2^b - 1]``.
+        range_method: ``minmax`` or ``percentile`` (static form only).
+        percentiles: candidates for ``percentile``.
+        max_samples: values per token position used to score percentile candidates per batch.
+        track_outliers: record ``last_outlier_ratio`` at every call.
+    """
+
+    def __init__(self, bits: int = 8, granularity='per_token', threshold: float = 5.0, symmetric: bool = False,
+                 range_method: str = 'minmax', percentiles=(0.999, 0.9999, 0.99999), max_samples: int = 1 << 14,
+                 track_outliers: bool = False):
+        super().__init__(bits, granularity)
+        require_granularity(self.granularity, dict(per_token=PerToken, per_token_static=PerToken), 'ppoq')
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise QuantizerError(f'threshold={threshold!r} is invalid: allowed values are floats >= 0') from None
+        if math.isnan(threshold) or threshold < 0:
+            raise QuantizerError(f'threshold={threshold!r} is invalid: allowed values are floats >= 0 '
+                                 '(an absolute bound on |x|; use inf for no outliers)')
+        self.threshold = threshold
+        self.symmetric = bool(symmetric)
+        self.qmin, self.qmax = uniform_qrange(self.bits, self.symmetric)
+        self.range_method = check_choice(range_method, 'range_method', ('minmax', 'percentile'))
+        if self.granularity.dynamic and self.range_method != 'minmax':
+            raise QuantizerError(f"range_method={range_method!r} is invalid with the dynamic per-token form: "
+                                 "allowed values are ['minmax']")
+        self.percentiles = tuple(float(p) for p in percentiles)
+        if not self.percentiles or not all(0.5 < p <= 1.0 for p in self.percentiles):
+            raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
+        if max_samples < 16:
+            raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
+        self.max_samples = int(max_samples)
+        self.track_outliers = bool(track_outliers)
+        self.last_outlier_ratio = float('nan')
+        self.requires_calibration = not self.granularity.dynamic
+        self.register_buffer('scale', torch.empty(0))
+        self.register_buffer('zero_point', torch.empty(0))
+        self.register_buffer('outlier_ratio', torch.tensor(float('nan')))
+        self._reset_observer()
+
+    @property
+    def dynamic(self) -> bool:
+        return self.granularity.dynamic
+
+    # -- calibration ----------------------------------------------------------------------------------------
+    def _reset_observer(self):
+        self._n_outliers = 0
+        self._n_values = 0
+        self._lo = self._hi = None
+        self._cand_lo = self._cand_hi = self._cand_err = None
+        self._batches = 0
+        self._param_shape = None
+
+    def _observe(self, x):
+        outliers = x.abs() > self.threshold
+        self._n_outliers += int(outliers.sum())
+        self._n_values += x.numel()
+        if self.dynamic:
+            return
+        g = self.granularity
+        shape = g.param_shape(x)
+        if self._param_shape is not None and shape != self._param_shape:
+            raise QuantizerError(f'{self.where}: observed {shape[0]} token positions, earlier batches had '
+                                 f'{self._param_shape[0]}; the static per-token form needs a fixed token count '
+                                 "(use granularity='per_token' for any token count)")
+        self._param_shape = shape
+        xg = g.grouped(x).float()
+        valid = g.grouped(~outliers)
+        self._batches += 1
+        if self.range_method == 'minmax':
+            lo = torch.where(valid, xg, torch.full_like(xg, math.inf)).amin(dim=1)
+            hi = torch.where(valid, xg, torch.full_like(xg, -math.inf)).amax(dim=1)
+            self._lo = lo if self._lo is None else torch.minimum(self._lo, lo)
+            self._hi = hi if self._hi is None else torch.maximum(self._hi, hi)
+            return
+        levels = list(self.percentiles) + [1.0 - p for p in self.percentiles]
+        qv = masked_group_quantile(xg, valid, levels)
+        n_p = len(self.percentiles)
+        his, los = qv[:, :n_p], qv[:, n_p:]
+        both = strided_columns(torch.cat([xg, valid.to(xg.dtype)], dim=0), self.max_samples)
+        sample, weight = both[:xg.shape[0]], both[xg.shape[0]:]
+        count = weight.sum(dim=1).clamp_min(1)
+        errs = []
+        for i in range(n_p):  # loop over the few candidates; vectorized over tokens and values
+            scale, zp = affine_params(los[:, i], his[:, i], self.bits, self.symmetric)
+            xq = fake_quant_affine(sample, scale[:, None], zp[:, None], self.qmin, self.qmax)
+            errs.append(((xq - sample).square_() * weight).sum(dim=1) / count)
+        err = torch.stack(errs, dim=1)
+        if self._cand_lo is None:
+            self._cand_lo, self._cand_hi, self._cand_err = los, his, err
+        else:
+            self._cand_lo = self._cand_lo + los
+            self._cand_hi = self._cand_hi + his
+            self._cand_err = self._cand_err + err
+
+    def _compute_params(self):
+        if self._n_values:
+            self.outlier_ratio = torch.tensor(self._n_outliers / self._n_values)
+        if self.dynamic:
+            return
+        if self.range_method == 'minmax':
+            lo, hi = self._lo, self._hi
+        else:
+            best = self._cand_err.argmin(dim=1, keepdim=True)
+            lo = self._cand_lo.gather(1, best)[:, 0] / self._batches
+            hi = self._cand_hi.gather(1, best)[:, 0] / self._batches
+        lo, hi = _no_inlier_to_zero(lo, hi)
+        scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
+        self.scale = scale.reshape(self._param_shape)
+        self.zero_point = zp.reshape(self._param_shape)
+
+    # -- quantization ---------------------------------------------------------------------------------------
+    def params_for(self, x: torch.Tensor, outliers: torch.Tensor | None = None):
+        """(scale, zero_point) that broadcast against ``x``: per token row (dynamic) or per position (static)."""
+        if not self.dynamic:
+            if self.scale.shape[0] != x.shape[self.granularity.token_axis]:
+                raise QuantizerError(f'{self.where}: input has {x.shape[self.granularity.token_axis]} tokens but the '
+                                     f'static per-token form was calibrated for {self.scale.shape[0]}; use '
+                                     "granularity='per_token' for any token count")
+            return self.scale.to(x.dtype), self.zero_point.to(x.dtype)
+        if outliers is None:
+            outliers = x.abs() > self.threshold
+        ch = self.granularity.channel_axis
+        lo = x.masked_fill(outliers, math.inf).amin(dim=ch, keepdim=True)
+        hi = x.masked_fill(outliers, -math.inf).amax(dim=ch, keepdim=True)
+        return self._row_params(lo, hi, x.dtype)
+
+    def _row_params(self, lo, hi, dtype):
+        lo, hi = _no_inlier_to_zero(lo.float(), hi.float())
+        scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
+        return scale.to(dtype), zp.to(dtype)
+
+    def fake_quant(self, x):
+        if self.track_outliers:
+            self.last_outlier_ratio = float((x.detach().abs() > self.threshold).sum()) / max(1, x.numel())
+        if torch.is_grad_enabled() and x.requires_grad:
+            outliers = x.abs() > self.threshold
+            scale, zp = self.params_for(x, outliers)
+            return torch.where(outliers, x, fake_quant_affine(x, scale, zp, self.qmin, self.qmax))
+        # No autograd: x̂ = Q(x_in) + (x - x_in), x_in = x with its outliers set to 0. Inliers give Q(x) + 0 and
+        # outliers 0 + x, both exact, as long as Q(0) = 0, i.e. the zero-point lies in the code range; no boolean
+        # mask is needed (boolean selects are the slowest kernels here).
+        x_in = self._zero_outliers(x)
+        if self.dynamic:
+            ch = self.granularity.channel_axis
+            lo, hi = x_in.amin(dim=ch, keepdim=True), x_in.amax(dim=ch, keepdim=True)
+            # a bound equal to 0 may come from a zeroed outlier rather than an inlier: take the exact path then
+            if not self.symmetric and bool((((lo == 0) & (hi > 0)) | ((hi == 0) & (lo < 0))).any()):
+                return self._fake_quant_masked(x)
+            scale, zp = self._row_params(lo, hi, x.dtype)
+        else:
+            scale, zp = self.params_for(x)
+            if bool(((zp < self.qmin) | (zp > self.qmax)).any()):
+                return self._fake_quant_masked(x)
+        out = fake_quant_affine(x_in, scale, zp, self.qmin, self.qmax)
+        return out.add_(torch.sub(x, x_in, out=x_in))
+
+    def _zero_outliers(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the values ``|x| > α`` replaced by 0, by two ``threshold`` passes."""
+        neg_alpha = torch.tensor(-self.threshold, dtype=x.dtype)
+        below = float(torch.nextafter(neg_alpha, torch.tensor(-math.inf, dtype=x.dtype)))  # x > below <=> x >= -α
+        x_in = F.threshold(x, below, 0.0).neg_()  # keeps x >= -α
+        return F.threshold_(x_in, below, 0.0).neg_()  # keeps -x >= -α, i.e. x <= α
+
+    def _fake_quant_masked(self, x):
+        """The same result with an explicit outlier mask (for zero-points outside the code range)."""
+        outliers = x.abs() > self.threshold
+        scale, zp = self.params_for(x, outliers)
+        xq = fake_quant_affine(x, scale, zp, self.qmin, self.qmax)
+        return torch.where(outliers, x, xq, out=xq)
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integer codes of the inliers in ``[qmin, qmax]`` (outlier entries hold the clamped code), outlier mask)."""
+        outliers = x.abs() > self.threshold
+        scale, zp = self.params_for(x, outliers)
+        return quantize_affine(x, scale, zp, self.qmin, self.qmax), outliers
+
+    def extra_repr(self):
+        form = 'dynamic' if self.dynamic else f'static, range_method={self.range_method}'
+        return f'{super().extra_repr()}, threshold={self.threshold}, symmetric={self.symmetric}, {form}'
+
+
+def _full(x: torch.Tensor, value: float) -> torch.Tensor:
+    return torch.full((), value, dtype=x.dtype, device=x.device)
+
+
+def _no_inlier_to_zero(lo: torch.Tensor, hi: torch.Tensor):
+    """Rows without inliers have ``lo = inf, hi = -inf``: give them an empty range at 0."""
+    empty = lo > hi
+    return lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)

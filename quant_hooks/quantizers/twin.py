@@ -1,0 +1,174 @@
+"""PTQ4ViT's twin uniform quantizers for post-softmax and post-GELU values."""
+from __future__ import annotations
+
+import torch
+
+from .base import Quantizer, round_ste
+from .errors import QuantizerError
+from .functional import MIN_SCALE, lp_error
+from .granularity import PerChannel, PerHead, PerTensor, require_granularity
+from .observer import GroupObserver
+from .registry import register_quantizer
+
+#: PTQ4ViT's fixed bound of the negative post-GELU range (GELU's minimum is about -0.16997)
+GELU_NEG_BOUND = 0.16997
+
+
+def _fake_quant_twin(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """``clamp(round(x / Δ), qmin, qmax)·Δ`` with an element-wise Δ (the range each value falls in)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.clamp(round_ste(x / scale), qmin, qmax) * scale
+    return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+
+
+@register_quantizer('twin_softmax')
+class TwinSoftmaxQuantizer(Quantizer):
+    """Twin uniform quantizer for attention probabilities in [0, 1].
+
+    Two ranges share the code space, one bit choosing the range and ``b - 1`` bits of unsigned code each:
+    ``R1 = [0, split)`` with ``Δ1 = split / (2^(b-1) - 1)`` and ``R2 = [split, 1]`` with
+    ``Δ2 = 1 / (2^(b-1) - 1)``, ``split = 2^-i`` (so ``Δ2 / Δ1`` is a power of two and the two ranges align
+    with a shift). ``x̂ = clamp(round(x/Δ1), 0, 2^(b-1) - 1)·Δ1`` for ``x < split``, else
+    ``clamp(round(x/Δ2), 0, 2^(b-1) - 1)·Δ2``; the code reported by :meth:`quantize` is the first for R1 and
+    the second plus ``2^(b-1)`` for R2, in ``[0, 2^b - 1]``.
+
+    Paper vs code choices:
+        * PTQ4ViT scores the candidates ``i`` with a Hessian-guided metric that needs the task loss; this
+          quantizer scores them by the L2 error of x̂ vs x on the calibration values (the method layer can run
+          its own search through :meth:`set_split`).
+
+    Args:
+        bits: bit width in [2, 16] (one bit selects the range).
+        granularity: ``per_tensor`` or ``per_head`` (one split per head).
+        split_exponents: candidates ``i`` of ``split = 2^-i``.
+        max_samples: bound on the values kept to score the candidates.
+    """
+
+    def __init__(self, bits: int = 8, granularity='per_tensor', split_exponents=tuple(range(16)),
+                 max_samples: int = 1 << 16):
+        super().__init__(bits, granularity)
+        require_granularity(self.granularity, dict(per_tensor=PerTensor, per_head=PerHead, per_channel=PerChannel),
+                            'twin_softmax', dynamic=False)
+        self.split_exponents = tuple(split_exponents)
+        if not self.split_exponents or not all(isinstance(i, int) and i >= 0 for i in self.split_exponents):
+            raise QuantizerError(f'split_exponents={split_exponents!r} is invalid: allowed values are integers >= 0')
+        self.half_max = 2**(self.bits - 1) - 1
+        self.max_samples = int(max_samples)
+        self.register_buffer('split', torch.empty(0))
+        self._reset_observer()
+
+    def _reset_observer(self):
+        self._obs = GroupObserver(self.granularity, (), self.max_samples, where=lambda: self.where)
+
+    def _observe(self, x):
+        self._obs.observe(x)
+
+    def _compute_params(self):
+        sample = self._obs.sample()
+        splits = [2.0**-i for i in self.split_exponents]
+        errs = torch.stack([lp_error(sample, self._fq(sample, torch.tensor(s))) for s in splits], dim=1)
+        best = torch.tensor(splits)[errs.argmin(dim=1)]
+        self.split = self._obs.reshape(best)
+
+    def set_split(self, split: torch.Tensor) -> None:
+        """Set the split point(s) (e.g. from an external search) and mark the quantizer calibrated."""
+        self.split = torch.as_tensor(split, dtype=torch.float32).clone()
+        self.calibrated_.fill_(True)
+        self.version += 1
+
+    def _fq(self, x, split):
+        split = split.to(x.dtype)
+        d1 = (split / self.half_max).clamp_min(MIN_SCALE)
+        d2 = torch.full_like(split, 1.0 / self.half_max)
+        return _fake_quant_twin(x, torch.where(x < split, d1, d2), 0, self.half_max)
+
+    def fake_quant(self, x):
+        return self._fq(x, self.split)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes in ``[0, 2^b - 1]``: R1 codes below ``2^(b-1)``, R2 codes from ``2^(b-1)`` up."""
+        split = self.split.to(x.dtype)
+        d1 = (split / self.half_max).clamp_min(MIN_SCALE)
+        low = torch.clamp(torch.round(x / d1), 0, self.half_max)
+        d2 = torch.full_like(split, 1.0 / self.half_max)
+        high = torch.clamp(torch.round(x / d2), 0, self.half_max) + (self.half_max + 1)
+        return torch.where(x < split, low, high)
+
+
+@register_quantizer('twin_gelu')
+class TwinGeluQuantizer(Quantizer):
+    """Twin uniform quantizer for post-GELU values: a fixed negative range and a searched positive range.
+
+    Signed ``b``-bit codes: negative values use ``Δn = neg_bound / 2^(b-1)`` with codes in ``[-2^(b-1), 0]``
+    (covering GELU's minimum ``-0.16997`` exactly), non-negative values use the searched ``Δp`` with codes in
+    ``[0, 2^(b-1) - 1]``. ``x̂ = clamp(round(x/Δn), -2^(b-1), 0)·Δn`` for ``x < 0``, else
+    ``clamp(round(x/Δp), 0, 2^(b-1) - 1)·Δp``.
+
+    Paper vs code choices:
+        * PTQ4ViT searches ``Δp = α·max(x)/(2^(b-1) - 1)`` for α in ``linspace(0.01, 1.2, 100)`` with a
+          Hessian-guided metric; here the metric is the L2 error of x̂ vs x on the calibration values.
+
+    Args:
+        bits: bit width in [2, 16].
+        granularity: ``per_tensor`` or ``per_channel`` (static; one Δp per channel).
+        neg_bound: magnitude of the negative range.
+        search_steps, alpha_range: the α grid.
+        max_samples: bound on the values kept to score the candidates.
+    """
+
+    def __init__(self, bits: int = 8, granularity='per_tensor', neg_bound: float = GELU_NEG_BOUND,
+                 search_steps: int = 100, alpha_range=(0.01, 1.2), max_samples: int = 1 << 16):
+        super().__init__(bits, granularity)
+        require_granularity(self.granularity, dict(per_tensor=PerTensor, per_channel=PerChannel), 'twin_gelu',
+                            dynamic=False)
+        if not float(neg_bound) > 0:
+            raise QuantizerError(f'neg_bound={neg_bound!r} is invalid: allowed values are floats > 0')
+        if search_steps < 1 or not 0 < alpha_range[0] <= alpha_range[1]:
+            raise QuantizerError(f'search_steps={search_steps}, alpha_range={alpha_range} are invalid: '
+                                 'need search_steps >= 1 and 0 < alpha_range[0] <= alpha_range[1]')
+        self.neg_bound = float(neg_bound)
+        self.search_steps = int(search_steps)
+        self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
+        self.half = 2**(self.bits - 1)
+        self.max_samples = int(max_samples)
+        self.register_buffer('scale_pos', torch.empty(0))
+        self.register_buffer('scale_neg', torch.tensor(self.neg_bound / self.half))
+        self._reset_observer()
+
+    def _reset_observer(self):
+        self._obs = GroupObserver(self.granularity, (), self.max_samples, where=lambda: self.where)
+
+    def _observe(self, x):
+        self._obs.observe(x)
+
+    def _compute_params(self):
+        sample = self._obs.sample()
+        base = (self._obs.hi.clamp_min(0) / (self.half - 1)).clamp_min(MIN_SCALE)[:, None]
+        best_err = torch.full_like(base[:, 0], float('inf'))
+        best = base[:, 0].clone()
+        for a in torch.linspace(*self.alpha_range, self.search_steps).tolist():  # small grid, vectorized groups
+            err = lp_error(sample, self._fq(sample, base * a, self.scale_neg))
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better, base[:, 0] * a, best)
+        self.scale_pos = self._obs.reshape(best)
+
+    def _fq(self, x, scale_pos, scale_neg):
+        scale_pos, scale_neg = scale_pos.to(x.dtype), scale_neg.to(x.dtype)
+        if torch.is_grad_enabled() and x.requires_grad:
+            # round(x/Δn) <= 0 for x < 0 and round(x/Δp) >= 0 for x >= 0, so one clamp to [-2^(b-1), 2^(b-1) - 1]
+            # applies both ranges' bounds
+            return _fake_quant_twin(x, torch.where(x < 0, scale_neg, scale_pos), -self.half, self.half - 1)
+        # the same values without a boolean select: Q_p(max(x, 0)) + Q_n(min(x, 0)), each part being exactly 0
+        # where the other range applies
+        pos = x.clamp_min(0).div_(scale_pos).round_().clamp_(0, self.half - 1).mul_(scale_pos)
+        return pos.add_(x.clamp_max(0).div_(scale_neg).round_().clamp_(-self.half, 0).mul_(scale_neg))
+
+    def fake_quant(self, x):
+        return self._fq(x, self.scale_pos, self.scale_neg)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Signed codes in ``[-2^(b-1), 2^(b-1) - 1]``."""
+        neg = torch.clamp(torch.round(x / self.scale_neg.to(x.dtype)), -self.half, 0)
+        pos = torch.clamp(torch.round(x / self.scale_pos.to(x.dtype)), 0, self.half - 1)
+        return torch.where(x < 0, neg, pos)
