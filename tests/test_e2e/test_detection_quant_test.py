@@ -40,7 +40,8 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope='module')
 def run_a(tmp_path_factory, checkpoint):
     work = tmp_path_factory.mktemp('run_a')
-    return work, run_tool(SWIN_TINY_CONFIG, work, checkpoint, SMALL_DETECTION_OPTIONS)
+    return work, run_tool(SWIN_TINY_CONFIG, work, checkpoint, SMALL_DETECTION_OPTIONS,
+                          extra=['--out', str(work / 'predictions.pkl')])
 
 
 @pytest.fixture(scope='module')
@@ -77,6 +78,13 @@ def test_run_reports_both_metrics_and_records_the_run(run_a, coco_tiny):
     assert (work / 'quant_state.pth').is_file()
     saved = json.loads((work / 'quant_results.json').read_text())
     assert saved['method']['w_bits'] == 8 and saved['method']['a_bits'] == 8
+    # --out dumps the quantized pass's predictions (mmdet's DumpDetResults format)
+    import pickle
+    with open(work / 'predictions.pkl', 'rb') as f:
+        predictions = pickle.load(f)
+    assert [p['img_id'] for p in predictions] == [25986, 104455]
+    quant_boxes = json.loads((work / 'quant/coco.bbox.json').read_text())
+    assert sum(len(p['pred_instances']['bboxes']) for p in predictions) == len(quant_boxes)
 
 
 @pytest.mark.parametrize('phase', ['float', 'quant'])
