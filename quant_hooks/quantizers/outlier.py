@@ -229,10 +229,6 @@ class OutlierAwareQuantizer(Quantizer):
         return f'{super().extra_repr()}, threshold={self.threshold}, symmetric={self.symmetric}, {form}'
 
 
-def _full(x: torch.Tensor, value: float) -> torch.Tensor:
-    return torch.full((), value, dtype=x.dtype, device=x.device)
-
-
 def _no_inlier_to_zero(lo: torch.Tensor, hi: torch.Tensor):
     """Rows without inliers have ``lo = inf, hi = -inf``: give them an empty range at 0."""
     empty = lo > hi

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from mmengine.registry import init_default_scope
-from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from e2e_helpers import SWIN_TINY_CONFIG

@@ -183,4 +183,4 @@ def test_reports_bits_and_granularity(name):
     q, _ = _calibrated(name, 5)
     assert q.bits == 5
     assert q.granularity.name in ('per_tensor', 'per_channel', 'per_head', 'per_token')
-    assert f'bits=5' in repr(q)
+    assert 'bits=5' in repr(q)

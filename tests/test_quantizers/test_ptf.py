@@ -58,7 +58,7 @@ def test_ptf_channel_axis_for_nchw():
 
 def ref_int_exp(x_int: int, s: float) -> int:
     """I-BERT's integer exp, written out: exp(r)·2^-z with r in (-ln2, 0] by a second-order polynomial."""
-    a, b, c = 0.35815147, 0.96963238 / 0.35815147, 1.0 / 0.35815147
+    b, c = 0.96963238 / 0.35815147, 1.0 / 0.35815147  # I-BERT's a = 0.35815147 divides out
     x0 = math.floor(-0.6931 / s)
     x_int = max(x_int, 30 * x0)
     z = math.floor(x_int / x0)
@@ -109,7 +109,6 @@ def test_log_int_softmax_approximates_softmax_and_is_softmax_when_off():
     q.observing = True
     assert torch.equal(q(x), torch.softmax(x, -1))  # a drop-in softmax while observing
     q.freeze()
-    p = torch.softmax(x, -1)
     out = q(x)
     assert out.shape == x.shape
     levels = torch.tensor([2.0**-i for i in range(16)])

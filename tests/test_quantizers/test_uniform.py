@@ -26,8 +26,8 @@ def ref_affine(x: float, lo: float, hi: float, bits: int, symmetric: bool) -> fl
 def ref_tensor(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     """Apply :func:`ref_affine` element by element with ``lo``/``hi`` broadcast against ``x``."""
     lo, hi = torch.broadcast_to(lo, x.shape), torch.broadcast_to(hi, x.shape)
-    out = [ref_affine(float(a), float(l), float(h), bits, symmetric)
-           for a, l, h in zip(x.flatten().tolist(), lo.flatten().tolist(), hi.flatten().tolist())]
+    out = [ref_affine(float(a), float(lo_), float(hi_), bits, symmetric)
+           for a, lo_, hi_ in zip(x.flatten().tolist(), lo.flatten().tolist(), hi.flatten().tolist())]
     return torch.tensor(out, dtype=torch.float64).reshape(x.shape)
 
 
