@@ -50,12 +50,14 @@ else
         [[ -n $wheel ]] && log "ignoring $wheel: sha256 does not match"
         log "building mmcv $mmcv_version from source with CPU ops (about 36 minutes on 2 cores)"
         build=$(mktemp -d)
-        "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+        # mmcv's setup.py imports pkg_resources: build in this environment with setuptools<81 (torch's own
+        # install may have raised it), not in pip's isolated build environment
+        pip_install "$(req setuptools)" wheel ninja
+        "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: --no-build-isolation \
             "mmcv==$mmcv_version" -d "$build"
         tar -xzf "$build"/mmcv-"$mmcv_version".tar.gz -C "$build"
         # torch 2.14's headers need C++20; mmcv 2.1.0's setup.py appends -std=c++17 after torch's flags.
         sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-$mmcv_version/setup.py"
-        pip_install ninja
         (cd "$build/mmcv-$mmcv_version" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
             "$PY" -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps .)
         rm -rf "$build"
