@@ -85,10 +85,14 @@ class PTQHook(Hook):
             MODEL_ADAPTERS.build(s['adapter'])
             QUANT_METHODS.build(s['method'])
         if not self.load_state:
-            if not s['calibration']:
-                raise ValueError('PTQHook needs `calibration` (or `load_state`): set it in the hook or as '
-                                 '`quant_calibration` in the config')
-            CalibrationConfig(**s['calibration'])
+            CalibrationConfig(**self._calibration(s))
+
+    @staticmethod
+    def _calibration(settings: dict) -> dict:
+        if not settings['calibration']:
+            raise ValueError('PTQHook needs `calibration` (or `load_state`): set it in the hook or as '
+                             '`quant_calibration` in the config')
+        return dict(settings['calibration'])
 
     def before_test(self, runner) -> None:
         # metrics that compare the two passes (FeatureFidelity) read which one this is
@@ -112,8 +116,7 @@ class PTQHook(Hook):
             calib = dict(meta.get('calibration', {}), loaded_from=self.load_state)
             summary = {}
         else:
-            self.check_settings(runner)
-            loader, calib = build_calibration_loader(dict(s['calibration']))
+            loader, calib = build_calibration_loader(self._calibration(s))
             summary = self.method.quantize(sites, lambda: run_batches(self.adapter, model, loader))
             # every rank calibrated on the same images; rank 0's state makes them bit-identical
             broadcast_quantizer_state(model)
