@@ -6,7 +6,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..nn import QuantConv2d, QuantLinear
+from ..nn import QuantConv2d, QuantLinear, QuantMatMul
 from ..sites import QuantSite, Role
 
 KINDS = ('linear', 'conv', 'matmul', 'act')
@@ -51,6 +51,36 @@ def wrap_linear_or_conv(model: nn.Module, name: str) -> nn.Module:
                         'nn.Linear or nn.Conv2d (or a subclass that only adds empty-input handling)')
     replace_module(model, name, new)
     return new
+
+
+class ClassSwapMixin:
+    """Base of quantized variants of float modules that are made by swapping a module's class in place.
+
+    Declared as ``class QuantX(ClassSwapMixin, X)`` with a forward that routes products through the added
+    quantization blocks; :meth:`convert` turns an ``X`` into a ``QuantX`` keeping its parameters, buffers and
+    state-dict keys, and adds ``added_modules`` (default: the ``qk_matmul`` and ``av_matmul`` sites of an
+    attention module), each named ``<module name>.<attribute>``.
+    """
+
+    added_modules: dict[str, type] = {'qk_matmul': QuantMatMul, 'av_matmul': QuantMatMul}
+
+    @classmethod
+    def float_class(cls) -> type:
+        return next(b for b in cls.__bases__ if not issubclass(b, ClassSwapMixin))
+
+    @classmethod
+    def convert(cls, module: nn.Module, name: str):
+        """Swap ``module`` (exactly the float class, not a subclass whose forward may differ) to ``cls``."""
+        if isinstance(module, cls):
+            return module
+        float_cls = cls.float_class()
+        if type(module) is not float_cls:
+            raise TypeError(f'{name}: expected {float_cls.__module__}.{float_cls.__qualname__}, got '
+                            f'{type(module).__module__}.{type(module).__qualname__}')
+        module.__class__ = cls
+        for attr, block in cls.added_modules.items():
+            setattr(module, attr, block(f'{name}.{attr}'))
+        return module
 
 
 class ModelAdapter:

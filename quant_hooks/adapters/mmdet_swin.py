@@ -6,11 +6,11 @@ from mmdet.models.backbones.swin import SwinTransformer, WindowMSA
 from ..nn import QuantConv2d, QuantMatMul
 from ..registry import MODEL_ADAPTERS
 from ..sites import QuantSite, Role
-from .base import wrap_linear_or_conv
+from .base import ClassSwapMixin, wrap_linear_or_conv
 from .mmdet_detector import MMDetDetectorAdapter
 
 
-class QuantWindowMSA(WindowMSA):
+class QuantWindowMSA(ClassSwapMixin, WindowMSA):
     """mmdet's window attention with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
 
     Computes exactly ``WindowMSA.forward`` when the matmuls hold no quantizer.
@@ -18,14 +18,6 @@ class QuantWindowMSA(WindowMSA):
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: WindowMSA, name: str) -> 'QuantWindowMSA':
-        if not isinstance(module, cls):
-            module.__class__ = cls
-            module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-            module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def forward(self, x, mask=None):
         B, N, C = x.shape

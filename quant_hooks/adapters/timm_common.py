@@ -8,7 +8,8 @@ from torch import nn
 
 from ..nn import QuantAct, QuantConv2d, QuantLinear, QuantMatMul
 from ..sites import QuantSite, Role
-from .base import KINDS, ModelAdapter, is_plain_conv2d, is_plain_linear, wrap_linear_or_conv
+from .base import (KINDS, ClassSwapMixin, ModelAdapter, is_plain_conv2d, is_plain_linear,
+                   wrap_linear_or_conv)
 
 
 def unwrap_timm(model: nn.Module) -> tuple[nn.Module, str]:
@@ -115,7 +116,7 @@ class TimmAdapter(ModelAdapter):
         model(inputs, mode='tensor')
 
 
-class QuantTimmAttention(Attention):
+class QuantTimmAttention(ClassSwapMixin, Attention):
     """timm's ``Attention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
 
     With a matmul quantizer active (enabled or observing) it runs timm's explicit path with the two products as
@@ -126,18 +127,6 @@ class QuantTimmAttention(Attention):
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: Attention, name: str) -> 'QuantTimmAttention':
-        if isinstance(module, cls):
-            return module
-        if type(module) is not Attention:
-            raise TypeError(f'{name}: expected timm.layers.Attention, got {type(module).__module__}.'
-                            f'{type(module).__name__}')
-        module.__class__ = cls
-        module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-        module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def matmuls_active(self) -> bool:
         """Whether a matmul quantizer is installed and enabled (or observing)."""

@@ -21,7 +21,7 @@ from torch import nn
 from ..nn import QuantAct, QuantMatMul
 from ..registry import MODEL_ADAPTERS
 from ..sites import QuantSite, Role
-from .base import KINDS
+from .base import KINDS, ClassSwapMixin
 from .timm_common import SiteCollector, TimmAdapter, mlp_sites, transformer_block_sites, unwrap_timm
 
 CONV, TRANSFORMER = 'conv', 'transformer'
@@ -73,7 +73,7 @@ class UnitBuilder:
 
 
 # -- class swaps: attention variants with their matmuls as sites -------------------------------------------------
-class QuantLinearSelfAttention(LinearSelfAttention):
+class QuantLinearSelfAttention(ClassSwapMixin, LinearSelfAttention):
     """MobileViT v2's separable self-attention with its operands as :class:`QuantAct` sites.
 
     The context vector is ``Σ_N key · softmax(query)``: the softmax scores (``score_act``, post-softmax) and the
@@ -81,17 +81,9 @@ class QuantLinearSelfAttention(LinearSelfAttention):
     without quantizers.
     """
 
+    added_modules = {'score_act': QuantAct, 'key_act': QuantAct}
     score_act: QuantAct
     key_act: QuantAct
-
-    @classmethod
-    def convert(cls, module: LinearSelfAttention, name: str) -> 'QuantLinearSelfAttention':
-        if isinstance(module, cls):
-            return module
-        module.__class__ = cls
-        module.score_act = QuantAct(f'{name}.score_act')
-        module.key_act = QuantAct(f'{name}.key_act')
-        return module
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None = None) -> torch.Tensor:
         if x_prev is not None:
@@ -108,19 +100,11 @@ class QuantLinearSelfAttention(LinearSelfAttention):
         return out
 
 
-class QuantEfficientFormerAttention(eff1.Attention):
+class QuantEfficientFormerAttention(ClassSwapMixin, eff1.Attention):
     """EfficientFormer v1 token attention with q@kᵀ and attn@v as sites (scale applied after q@kᵀ)."""
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: eff1.Attention, name: str) -> 'QuantEfficientFormerAttention':
-        if not isinstance(module, cls):
-            module.__class__ = cls
-            module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-            module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def forward(self, x):
         B, N, C = x.shape
@@ -135,19 +119,11 @@ class QuantEfficientFormerAttention(eff1.Attention):
         return x
 
 
-class QuantAttention2d(eff2.Attention2d):
+class QuantAttention2d(ClassSwapMixin, eff2.Attention2d):
     """EfficientFormer v2 attention on NCHW maps (talking heads) with q@k and attn@v as sites."""
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: eff2.Attention2d, name: str) -> 'QuantAttention2d':
-        if not isinstance(module, cls):
-            module.__class__ = cls
-            module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-            module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def forward(self, x):
         B, C, H, W = x.shape
@@ -172,19 +148,11 @@ class QuantAttention2d(eff2.Attention2d):
         return x
 
 
-class QuantAttention2dDownsample(eff2.Attention2dDownsample):
+class QuantAttention2dDownsample(ClassSwapMixin, eff2.Attention2dDownsample):
     """EfficientFormer v2 downsampling attention (queries on the strided grid) with its matmuls as sites."""
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: eff2.Attention2dDownsample, name: str) -> 'QuantAttention2dDownsample':
-        if not isinstance(module, cls):
-            module.__class__ = cls
-            module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-            module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def forward(self, x):
         B, C, H, W = x.shape

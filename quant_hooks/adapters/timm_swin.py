@@ -8,10 +8,11 @@ from torch import nn
 from ..nn import QuantMatMul
 from ..registry import MODEL_ADAPTERS
 from ..sites import Role
+from .base import ClassSwapMixin
 from .timm_common import SiteCollector, TimmAdapter, mlp_sites, unwrap_timm
 
 
-class QuantTimmWindowAttention(WindowAttention):
+class QuantTimmWindowAttention(ClassSwapMixin, WindowAttention):
     """timm's ``WindowAttention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
 
     Computes exactly the unfused path of ``WindowAttention.forward`` when the matmuls hold no quantizer.
@@ -19,17 +20,6 @@ class QuantTimmWindowAttention(WindowAttention):
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
-
-    @classmethod
-    def convert(cls, module: WindowAttention, name: str) -> 'QuantTimmWindowAttention':
-        if isinstance(module, cls):
-            return module
-        if type(module) is not WindowAttention:
-            raise TypeError(f'{name}: expected timm WindowAttention, got {type(module).__name__}')
-        module.__class__ = cls
-        module.qk_matmul = QuantMatMul(f'{name}.qk_matmul')
-        module.av_matmul = QuantMatMul(f'{name}.av_matmul')
-        return module
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B_, N, C = x.shape

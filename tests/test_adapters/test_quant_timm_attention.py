@@ -66,5 +66,6 @@ def test_enabled_quantizers_change_the_output_and_disabled_ones_do_not(attention
 
 def test_convert_refuses_other_attention_types():
     from timm.layers import AttentionRope
-    with pytest.raises(TypeError, match='expected timm.layers.Attention'):
+    with pytest.raises(TypeError, match=r'expected timm\.layers\.attention\.Attention, got '
+                                        r'timm\.layers\.attention\.AttentionRope'):
         QuantTimmAttention.convert(AttentionRope(32, num_heads=4), 'blocks.0.attn')
