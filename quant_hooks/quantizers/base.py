@@ -61,10 +61,7 @@ class Quantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
-            check_finite(x, self.where)
-            with torch.no_grad():
-                self._observe(x.detach())
-            self.num_observed += 1
+            self.observe(x)
             return x
         if not self.enabled:
             return x
@@ -72,6 +69,13 @@ class Quantizer(nn.Module):
             raise QuantizerError(f'{self.where} is used before calibration: observe data and call freeze() first, '
                                  'or load a calibrated state dict')
         return self.fake_quant(x)
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Record statistics of ``x`` (what ``forward`` does while ``observing``); NaN / inf are refused."""
+        check_finite(x, self.where)
+        with torch.no_grad():
+            self._observe(x.detach())
+        self.num_observed += 1
 
     def freeze(self) -> None:
         """Compute parameters from the observed statistics and drop the statistics."""

@@ -98,13 +98,8 @@ class NoisyQuantizer(Quantizer):
         self._noise_shape = tuple(ch.param_shape(x))
         self._lo = min(self._lo, float(x.min()))
         self._hi = max(self._hi, float(x.max()))
-        q = self.quantizer
-        q.site = f'{self.site}:inner'
-        q.observing = True
-        try:
-            q(x)
-        finally:
-            q.observing = False
+        self.quantizer.site = f'{self.site}:inner'
+        self.quantizer.observe(x)
 
     def _compute_params(self):
         if self.quantizer.requires_calibration:

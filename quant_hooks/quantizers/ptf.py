@@ -160,13 +160,8 @@ class LogIntSoftmax(Quantizer):
         return super().forward(x)
 
     def _observe(self, x):
-        q = self.logit_quantizer
-        q.site = f'{self.site}:logits'
-        q.observing = True
-        try:
-            q(x)
-        finally:
-            q.observing = False
+        self.logit_quantizer.site = f'{self.site}:logits'
+        self.logit_quantizer.observe(x)
 
     def _compute_params(self):
         self.logit_quantizer.freeze()

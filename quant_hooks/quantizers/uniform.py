@@ -8,6 +8,7 @@ from .errors import QuantizerError, check_choice
 from .functional import (affine_params, fake_quant_affine, group_quantiles, lp_error, quantize_affine, strided_columns,
                          uniform_qrange)
 from .granularity import PerToken
+from .observer import GroupObserver
 from .registry import register_quantizer
 
 RANGE_METHODS = ('minmax', 'percentile', 'mse')
@@ -33,13 +34,13 @@ class UniformQuantizer(Quantizer):
             of the observed values.
         percentiles: candidates for ``percentile``.
         search_steps, alpha_range, error_p: grid for ``mse`` and the error norm.
-        max_samples: cap on the number of values per group kept (``mse``) or used to score candidates
-            (``percentile``) per batch; bounds calibration memory.
+        max_samples: values kept for the ``mse`` search, and used per batch to score the ``percentile``
+            candidates, all groups together (a deterministic strided sample); bounds calibration memory.
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', symmetric: bool = False,
                  range_method: str = 'minmax', percentiles=(0.999, 0.9999, 0.99999), search_steps: int = 100,
-                 alpha_range=(0.01, 1.2), error_p: float = 2.0, max_samples: int = 1 << 16):
+                 alpha_range=(0.01, 1.2), error_p: float = 2.0, max_samples: int = 1 << 18):
         super().__init__(bits, granularity)
         self.symmetric = bool(symmetric)
         self.range_method = check_choice(range_method, 'range_method', RANGE_METHODS)
@@ -67,38 +68,19 @@ class UniformQuantizer(Quantizer):
 
     # -- calibration ----------------------------------------------------------------------------------------
     def _reset_observer(self):
-        self._lo = self._hi = None  # running min / max per group
+        self._obs = GroupObserver(self.granularity, (), self.max_samples, keep_samples=self.range_method == 'mse',
+                                  where=lambda: self.where)
         self._cand_lo = self._cand_hi = self._cand_err = None  # percentile candidates: sums over batches
-        self._batches = 0
-        self._samples: list[torch.Tensor] = []
-        self._param_shape = None
 
     def _observe(self, x):
         if not self.requires_calibration:
             return
-        g = self.granularity
-        shape = g.param_shape(x)
-        if self._param_shape is not None and shape != self._param_shape:
-            raise QuantizerError(f'{self.where}: observed parameter shape {shape} differs from earlier batches '
-                                 f'{self._param_shape}; a {g.name} quantizer needs a fixed size along its axis')
-        self._param_shape = shape
-        xg = g.grouped(x).float()
-        lo, hi = xg.amin(dim=1), xg.amax(dim=1)
-        self._lo = lo if self._lo is None else torch.minimum(self._lo, lo)
-        self._hi = hi if self._hi is None else torch.maximum(self._hi, hi)
-        self._batches += 1
+        xg = self._obs.observe(x)
         if self.range_method == 'percentile':
             self._observe_percentile(xg)
-        elif self.range_method == 'mse':
-            per_batch = max(16, self.max_samples // 8)
-            self._samples.append(strided_columns(xg, per_batch).clone())
-            kept = sum(s.shape[1] for s in self._samples)
-            if kept > self.max_samples:  # thin the pool evenly, deterministically
-                pool = torch.cat(self._samples, dim=1)
-                self._samples = [strided_columns(pool, self.max_samples).clone()]
 
     def _observe_percentile(self, xg):
-        sample = strided_columns(xg, self.max_samples)
+        sample = strided_columns(xg, max(16, self.max_samples // xg.shape[0]))
         n_p = len(self.percentiles)
         qv = group_quantiles(xg, list(self.percentiles) + [1.0 - p for p in self.percentiles])
         hi, lo = qv[:, :n_p], qv[:, n_p:]  # [G, P]
@@ -118,17 +100,18 @@ class UniformQuantizer(Quantizer):
     def _compute_params(self):
         if not self.requires_calibration:
             return
+        obs = self._obs
         if self.range_method == 'minmax':
-            lo, hi = self._lo, self._hi
+            lo, hi = obs.lo, obs.hi
         elif self.range_method == 'percentile':
             best = self._cand_err.argmin(dim=1, keepdim=True)
-            lo = self._cand_lo.gather(1, best)[:, 0] / self._batches
-            hi = self._cand_hi.gather(1, best)[:, 0] / self._batches
+            lo = self._cand_lo.gather(1, best)[:, 0] / obs.batches
+            hi = self._cand_hi.gather(1, best)[:, 0] / obs.batches
         else:
-            lo, hi = self._search_mse(torch.cat(self._samples, dim=1), self._lo, self._hi)
+            lo, hi = self._search_mse(obs.sample(), obs.lo, obs.hi)
         scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
-        self.scale = scale.reshape(self._param_shape)
-        self.zero_point = zp.reshape(self._param_shape)
+        self.scale = obs.reshape(scale)
+        self.zero_point = obs.reshape(zp)
 
     def _search_mse(self, sample, lo, hi):
         alphas = torch.linspace(*self.alpha_range, self.search_steps).tolist()
