@@ -15,7 +15,7 @@ class Role:
 
     EMBED = 'embed'  # the image entering the patch embedding
     POST_LN = 'post_ln'  # output of a LayerNorm (qkv / fc1 / patch-merge inputs)
-    POST_GELU = 'post_gelu'  # output of GELU (fc2 input)
+    POST_GELU = 'post_gelu'  # output of the MLP activation, the fc2 input (GELU; SiLU in MobileViT)
     POST_SOFTMAX = 'post_softmax'  # attention probabilities (attn@v left input)
     Q = 'q'
     K = 'k'
