@@ -48,7 +48,7 @@ else
         pip_install --no-deps "$wheel"
     else
         [[ -n $wheel ]] && log "ignoring $wheel: sha256 does not match"
-        log "building mmcv $mmcv_version from source with CPU ops (about 36 minutes on 2 cores)"
+        log "building mmcv $mmcv_version from source with CPU ops (15 to 40 minutes on 2 cores)"
         build=$(mktemp -d)
         # mmcv's setup.py imports pkg_resources: build in this environment with setuptools<81 (torch's own
         # install may have raised it), not in pip's isolated build environment
