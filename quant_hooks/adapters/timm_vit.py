@@ -16,8 +16,8 @@ class TimmViTAdapter(TimmAdapter):
     The patch-embedding conv (image input, tagged ``first``); per block: qkv (post-LN), q@kᵀ (q, k), attn@v
     (post-softmax, v), proj (attention output), fc1 (post-LN), fc2 (post-GELU); the classifier ``head`` (and
     DeiT's ``head_dist``; generic, tagged ``last``). Each attention and each MLP is a reconstruction block.
-    timm's ``Attention`` is class-swapped so the two matmuls are sites and the fused kernel is never used; with
-    no quantizer installed the model computes exactly what the unfused timm path computes. Layers of other
+    timm's ``Attention`` is class-swapped (:class:`~quant_hooks.adapters.timm_common.QuantTimmAttention`) so the two
+    matmuls are sites; with quantization off the model computes exactly what timm computes. Layers of other
     heads (attention pooling) become generic sites tagged ``other`` (or an error with ``strict=True``).
 
     Args:
