@@ -68,6 +68,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     """Evaluate the float model (optional) and the quantized model; returns the hook's results record."""
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
+    dump = _dump_metric(cfg, out) if out is not None else None  # a bad --out fails before any evaluation
     runner = Runner.from_cfg(cfg)
     hook = find_ptq_hook(runner)
     hook.check_settings(runner)
@@ -92,8 +93,8 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
         runner.test()
         hook.bypass = False
     _set_coco_dump(runner, 'quant')
-    if out is not None:
-        runner.test_evaluator.metrics.append(_dump_metric(cfg, out))
+    if dump is not None:
+        runner.test_evaluator.metrics.append(dump)
     runner.test()
     return hook.record
 

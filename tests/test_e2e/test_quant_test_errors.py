@@ -102,3 +102,8 @@ def test_command_line_prints_the_error_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert 'quant_test: error: config file not found' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_out_file_must_be_a_pickle(tool, tmp_path):
+    with pytest.raises(ConfigError, match=r"--out='.*preds.json' is invalid: the output file must be a .pkl"):
+        tool.main([str(SWIN_TINY_CONFIG), '--work-dir', str(tmp_path), '--out', str(tmp_path / 'preds.json')])
