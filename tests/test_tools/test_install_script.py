@@ -1,6 +1,7 @@
 """tools/install.sh is idempotent: on an environment it set up, a second run changes nothing."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -13,8 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_second_run_is_a_no_op():
     venv = Path(sys.prefix)
-    if not (venv / '.vitq-bench-installed').is_file():
+    stamp = venv / '.vitq-bench-installed'
+    if not stamp.is_file():
         pytest.skip(f'the running environment {venv} was not set up by tools/install.sh')
+    current = hashlib.sha256((REPO / 'requirements.txt').read_bytes() + (REPO / 'tools/install.sh').read_bytes())
+    if stamp.read_text().strip() != current.hexdigest():
+        pytest.skip(f'{venv} was set up by an older tools/install.sh or requirements.txt: run tools/install.sh')
     env = dict(os.environ, VENV=str(venv))
     proc = subprocess.run(['bash', str(REPO / 'tools/install.sh')], capture_output=True, text=True, env=env,
                           timeout=120)
