@@ -32,6 +32,21 @@ def check_choice(value, field: str, allowed) -> str:
     return value
 
 
+def check_percentiles(percentiles) -> tuple[float, ...]:
+    """Percentile candidates as floats, each in (0.5, 1] (the upper level; ``1 - p`` is the lower one)."""
+    values = tuple(float(p) for p in percentiles)
+    if not values or not all(0.5 < p <= 1.0 for p in values):
+        raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
+    return values
+
+
+def check_max_samples(max_samples) -> int:
+    """A bound on kept calibration values: an integer >= 16."""
+    if max_samples < 16:
+        raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
+    return int(max_samples)
+
+
 def check_finite(x: torch.Tensor, where: str) -> None:
     """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or inf."""
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):

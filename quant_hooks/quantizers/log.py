@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice
+from .errors import QuantizerError, check_choice, check_percentiles
 from .functional import MIN_SCALE, log_codes, log_dequant, log_fake_quant, log_round, lp_error
 from .granularity import PerChannel, PerHead, PerTensor, require_granularity
 from .observer import GroupObserver
@@ -56,9 +56,7 @@ class LogQuantizer(Quantizer):
             raise QuantizerError(f"rounding='linear' is invalid for {type(self).__name__}: allowed values are "
                                  "['log'] (linear-domain rounding is defined for base 2 only)")
         self.underflow = check_choice(underflow, 'underflow', ('zero', 'clamp'))
-        self.percentiles = tuple(float(p) for p in percentiles)
-        if not self.percentiles or not all(0.5 < p <= 1.0 for p in self.percentiles):
-            raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
+        self.percentiles = check_percentiles(percentiles)
         self.max_samples = int(max_samples)
         self.register_buffer('scale', torch.empty(0))
         if self.range_method == 'fixed':

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import QuantizerError
+from .errors import QuantizerError, check_max_samples
 from .functional import group_quantiles, strided_columns
 from .granularity import Granularity
 
@@ -26,11 +26,9 @@ class GroupObserver:
 
     def __init__(self, granularity: Granularity, quantiles=(), max_samples: int = 1 << 20, keep_samples: bool = True,
                  where='observer'):
-        if max_samples < 16:
-            raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
         self.granularity = granularity
         self.quantiles = tuple(float(q) for q in quantiles)
-        self.max_samples = int(max_samples)
+        self.max_samples = check_max_samples(max_samples)
         self.keep_samples = keep_samples
         self.where = where
         self.lo = self.hi = None

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice
+from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
 from .functional import affine_params, fake_quant_affine, masked_group_quantile, quantize_affine, strided_columns, \
     uniform_qrange
 from .granularity import PerToken, require_granularity
@@ -73,12 +73,8 @@ class OutlierAwareQuantizer(Quantizer):
         if self.granularity.dynamic and self.range_method != 'minmax':
             raise QuantizerError(f"range_method={range_method!r} is invalid with the dynamic per-token form: "
                                  "allowed values are ['minmax']")
-        self.percentiles = tuple(float(p) for p in percentiles)
-        if not self.percentiles or not all(0.5 < p <= 1.0 for p in self.percentiles):
-            raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
-        if max_samples < 16:
-            raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
-        self.max_samples = int(max_samples)
+        self.percentiles = check_percentiles(percentiles)
+        self.max_samples = check_max_samples(max_samples)
         self.track_outliers = bool(track_outliers)
         self.last_outlier_ratio = float('nan')
         self.requires_calibration = not self.granularity.dynamic

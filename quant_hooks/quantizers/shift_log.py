@@ -6,7 +6,7 @@ import math
 import torch
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice
+from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
 from .functional import MIN_SCALE, group_quantiles, log_codes, log_fake_quant, lp_error, strided_columns
 from .granularity import PerTensor, require_granularity
 from .registry import register_quantizer
@@ -68,12 +68,8 @@ class ShiftLog2Quantizer(Quantizer):
             raise QuantizerError(f'eps={eps!r} is invalid: allowed values are floats >= 0')
         self.eps = float(eps)
         self.range_method = check_choice(range_method, 'range_method', ('percentile', 'minmax'))
-        self.percentiles = tuple(float(p) for p in percentiles)
-        if not self.percentiles or not all(0.5 < p <= 1.0 for p in self.percentiles):
-            raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
-        if max_samples < 16:
-            raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
-        self.max_samples = int(max_samples)
+        self.percentiles = check_percentiles(percentiles)
+        self.max_samples = check_max_samples(max_samples)
         self.register_buffer('scale', torch.empty(0))
         self.register_buffer('shift', torch.tensor(const))
         self._reset_observer()

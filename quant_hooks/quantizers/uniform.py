@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice
+from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
 from .functional import (affine_params, fake_quant_affine, group_quantiles, lp_error, quantize_affine, strided_columns,
                          uniform_qrange)
 from .granularity import PerToken
@@ -44,18 +44,14 @@ class UniformQuantizer(Quantizer):
         super().__init__(bits, granularity)
         self.symmetric = bool(symmetric)
         self.range_method = check_choice(range_method, 'range_method', RANGE_METHODS)
-        self.percentiles = tuple(float(p) for p in percentiles)
-        if not self.percentiles or not all(0.5 < p <= 1.0 for p in self.percentiles):
-            raise QuantizerError(f'percentiles={percentiles!r} is invalid: allowed values are in (0.5, 1]')
+        self.percentiles = check_percentiles(percentiles)
         if search_steps < 1 or not 0 < alpha_range[0] <= alpha_range[1]:
             raise QuantizerError(f'search_steps={search_steps}, alpha_range={alpha_range} are invalid: '
                                  'need search_steps >= 1 and 0 < alpha_range[0] <= alpha_range[1]')
-        if max_samples < 16:
-            raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
         self.search_steps = int(search_steps)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
         self.error_p = float(error_p)
-        self.max_samples = int(max_samples)
+        self.max_samples = check_max_samples(max_samples)
         self.qmin, self.qmax = uniform_qrange(self.bits, self.symmetric)
         if isinstance(self.granularity, PerToken) and self.granularity.dynamic:
             if self.range_method != 'minmax':
