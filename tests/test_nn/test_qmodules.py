@@ -8,17 +8,10 @@ from torch import nn
 
 from quant_hooks.nn import QuantAct, QuantConv2d, QuantLinear, QuantMatMul
 from quant_hooks.quantizers import build_quantizer
+from tests.test_quantizers.qtest_utils import calibrate
 
 W4 = dict(type='uniform', bits=4, granularity=dict(type='per_channel', axis=0))
 A4 = dict(type='uniform', bits=4)
-
-
-def calibrate(q, *xs):
-    q.observing = True
-    for x in xs:
-        q(x)
-    q.freeze()
-    return q
 
 
 def calibrated_layer(layer, x):
