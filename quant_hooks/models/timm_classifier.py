@@ -36,8 +36,8 @@ class TimmClassifier(BaseModel):
             downloaded (a clear error says where the file was looked for). Exclusive with ``checkpoint``.
         model_kwargs: further arguments of the timm model (``img_size``, ``dynamic_img_size``, ``depth``...).
         fused_attn: keep timm's fused ``scaled_dot_product_attention``. The default ``False`` makes q@kᵀ, the
-            softmax and attn@v separate operations, as the quantization adapters compute them, so that the float
-            reference and the model with quantization switched off give the same numbers bit for bit.
+            softmax and attn@v separate operations, as the quantized attention computes them, so that the float
+            reference differs from the quantized model by quantization alone, not by the attention kernel.
         data_preprocessor: an mmengine data preprocessor config; ``None`` builds ``ImgDataPreprocessor`` from the
             model's pretrained config.
         init_cfg: mmengine init config (unused by timm models).
