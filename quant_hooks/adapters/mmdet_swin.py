@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mmdet.models.backbones.swin import SwinTransformer, WindowMSA
 
-from ..nn import QuantConv2d, QuantMatMul
+from ..layout import AV_LAYOUTS, HEADS, QK_LAYOUTS
+from ..nn import QuantConv2d, QuantMatMul, QuantSoftmax
 from ..registry import MODEL_ADAPTERS
 from ..sites import QuantSite, Role
 from .base import ClassSwapMixin, wrap_linear_or_conv
@@ -11,12 +12,14 @@ from .mmdet_detector import MMDetDetectorAdapter
 
 
 class QuantWindowMSA(ClassSwapMixin, WindowMSA):
-    """mmdet's window attention with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
+    """mmdet's window attention with q@kᵀ and attn@v as :class:`QuantMatMul` sites and its softmax as a
+    :class:`QuantSoftmax` site (the logits, after the relative position bias and the shift mask).
 
-    Computes exactly ``WindowMSA.forward`` when the matmuls hold no quantizer.
+    Computes exactly ``WindowMSA.forward`` when the sites hold no quantizer.
     """
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
 
     def forward(self, x, mask=None):
@@ -33,7 +36,7 @@ class QuantWindowMSA(ClassSwapMixin, WindowMSA):
             nW = mask.shape[0]
             attn = attn.view(B // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, N, N)
-        attn = self.softmax(attn)
+        attn = self.attn_softmax(attn)
         attn = self.attn_drop(attn)
         x = self.av_matmul(attn, v).transpose(1, 2).reshape(B, N, C)
         x = self.proj(x)
@@ -45,7 +48,8 @@ class QuantWindowMSA(ClassSwapMixin, WindowMSA):
 class MMDetSwinAdapter(MMDetDetectorAdapter):
     """Sites of a detector whose backbone is mmdet's ``SwinTransformer``.
 
-    Per block: qkv (post-LN), q@kᵀ (q, k), attn@v (post-softmax, v), proj (attention output), fc1 (post-LN),
+    Per block: qkv (post-LN), q@kᵀ (q, k), the softmax input (attention logits), attn@v (post-softmax, v), proj
+    (attention output), fc1 (post-LN),
     fc2 (post-GELU); per stage hand-over: the patch-merging reduction (post-LN); and the patch-embedding conv
     (image input, tagged ``first``). Attention modules (``...blocks.N.attn``) and MLPs (``...blocks.N.ffn``)
     are the reconstruction blocks.
@@ -72,9 +76,11 @@ class MMDetSwinAdapter(MMDetDetectorAdapter):
                 attn = QuantWindowMSA.convert(model.get_submodule(attn_name), attn_name)
                 linear(f'{attn_name}.qkv', Role.POST_LN, f'{b}.attn', {'backbone'})
                 sites.append(QuantSite(f'{attn_name}.qk_matmul', 'matmul', attn.qk_matmul,
-                                       {'a': Role.Q, 'b': Role.K}, f'{b}.attn', {'backbone'}))
+                                       {'a': Role.Q, 'b': Role.K}, f'{b}.attn', {'backbone'}, QK_LAYOUTS))
+                sites.append(QuantSite(f'{attn_name}.attn_softmax', 'act', attn.attn_softmax,
+                                       {'input': Role.ATTN_LOGITS}, f'{b}.attn', {'backbone'}, {'input': HEADS}))
                 sites.append(QuantSite(f'{attn_name}.av_matmul', 'matmul', attn.av_matmul,
-                                       {'a': Role.POST_SOFTMAX, 'b': Role.V}, f'{b}.attn', {'backbone'}))
+                                       {'a': Role.POST_SOFTMAX, 'b': Role.V}, f'{b}.attn', {'backbone'}, AV_LAYOUTS))
                 linear(f'{attn_name}.proj', Role.ATTN_OUT, f'{b}.attn', {'backbone'})
                 linear(f'{b}.ffn.layers.0.0', Role.POST_LN, f'{b}.ffn', {'backbone'})
                 linear(f'{b}.ffn.layers.1', Role.POST_GELU, f'{b}.ffn', {'backbone'})

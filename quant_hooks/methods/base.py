@@ -4,8 +4,26 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 
+from ..layout import resolve_granularity
 from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits
 from ..sites import QuantSite, Role
+
+#: config keys holding a nested quantizer config (its granularity is resolved against the same slot)
+NESTED_QUANTIZER_KEYS = ('quantizer', 'logit_quantizer')
+
+
+def resolve_config(cfg, site: QuantSite, slot: str):
+    """A quantizer config whose ``granularity`` meanings (``per_token``, ``per_channel``, ``per_head`` ...) are
+    made concrete for ``slot`` of ``site`` from the slot's declared layout (nested quantizer configs too)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    out = dict(cfg)
+    if 'granularity' in out:
+        out['granularity'] = resolve_granularity(out['granularity'], site.layout(slot), f'{site.name}:{slot}')
+    for key in NESTED_QUANTIZER_KEYS:
+        if isinstance(out.get(key), dict):
+            out[key] = resolve_config(out[key], site, slot)
+    return out
 
 
 def iter_quantizers(sites: Iterable[QuantSite], weights: bool | None = None) -> Iterator[tuple[QuantSite, str,
@@ -67,9 +85,12 @@ class PTQMethod:
         return w_bits, a_bits
 
     def weight_quantizer(self, site: QuantSite, bits: int) -> dict | Quantizer | None:
+        """The weight quantizer of ``site`` (a config or instance; ``None`` leaves the weight in float).
+        Granularities are given by meaning (``per_channel`` = per output channel) and resolved per slot."""
         raise NotImplementedError
 
     def act_quantizer(self, site: QuantSite, slot: str, role: str, bits: int) -> dict | Quantizer | None:
+        """The quantizer of an activation slot (``None``: float), granularity by meaning as above."""
         raise NotImplementedError
 
     def assign(self, sites: list[QuantSite]) -> None:
@@ -81,9 +102,10 @@ class PTQMethod:
                 if role in self.float_roles:
                     built[slot] = None
                 elif role == Role.WEIGHT:
-                    built[slot] = build_quantizer(self.weight_quantizer(site, w_bits))
+                    built[slot] = build_quantizer(resolve_config(self.weight_quantizer(site, w_bits), site, slot))
                 else:
-                    built[slot] = build_quantizer(self.act_quantizer(site, slot, role, a_bits))
+                    cfg = self.act_quantizer(site, slot, role, a_bits)
+                    built[slot] = build_quantizer(resolve_config(cfg, site, slot))
             site.module.set_quantizers(**{self._kwarg(site, slot): q for slot, q in built.items()})
 
     @staticmethod
