@@ -46,6 +46,24 @@ DEFAULT_LAYOUTS = {
 
 
 @dataclass
+class NormInfo:
+    """The normalisation layer whose output is a site's input (reparameterizations fold scales into it).
+
+    Args:
+        name: its module path in the model.
+        module: the normalisation module (a LayerNorm for the transformer sites).
+        pad_owner: the module path of the block that pads the normalised grid before the site (window attention);
+            it has a ``pad_value`` buffer to set. Empty when nothing pads.
+        pad_module: that block.
+    """
+
+    name: str
+    module: nn.Module
+    pad_owner: str = ''
+    pad_module: nn.Module | None = None
+
+
+@dataclass
 class QuantSite:
     """One quantized block in a model.
 
@@ -56,6 +74,7 @@ class QuantSite:
         roles: slot -> role, e.g. ``{'input': 'post_ln', 'weight': 'weight'}`` or ``{'a': 'q', 'b': 'k'}``.
         block: the enclosing module reconstructed as one unit (an attention or MLP module), if any.
         tags: extra labels: ``first`` / ``last`` layer, ``bridge`` (hybrid hand-over), ``backbone`` ...
+        norm: the normalisation feeding the ``input`` slot, where the adapter knows it (:class:`NormInfo`).
         layouts: slot -> :class:`~quant_hooks.layout.Layout` of the slot's tensor. Linear and conv slots default to
             tokens / NCHW inputs and ``[out, in, ...]`` weights; the adapter declares matmul and act slots (a slot
             without a layout takes per-tensor granularity only).
@@ -68,6 +87,7 @@ class QuantSite:
     block: str = ''
     tags: frozenset[str] = field(default_factory=frozenset)
     layouts: dict[str, Layout] = field(default_factory=dict)
+    norm: NormInfo | None = None
 
     def __post_init__(self):
         if self.kind not in SLOTS:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..layout import AV_LAYOUTS, HEADS, QK_LAYOUTS, Layout
 from ..nn import QuantAct, QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax
-from ..sites import QuantSite, Role
+from ..sites import NormInfo, QuantSite, Role
 from .base import (KINDS, ClassSwapMixin, ModelAdapter, is_plain_conv2d, is_plain_linear,
                    wrap_linear_or_conv)
 
@@ -83,6 +83,15 @@ class SiteCollector:
             if isinstance(m, (QuantLinear, QuantConv2d)) or is_plain_linear(m) or is_plain_conv2d(m):
                 added.append(self.layer(name, Role.GENERIC, block or root, tags))
         return added
+
+    def set_norm(self, site_name: str, norm_name: str, pad_owner: str = '') -> None:
+        """Record that the normalisation ``norm_name`` feeds the input of the site ``site_name``, padded by the
+        block ``pad_owner`` if given (names relative to the timm network)."""
+        full = self.full(site_name)
+        site = next(s for s in self.sites if s.name == full)
+        pad = self.full(pad_owner) if pad_owner else ''
+        site.norm = NormInfo(self.full(norm_name), self.model.get_submodule(self.full(norm_name)), pad,
+                             self.model.get_submodule(pad) if pad else None)
 
     def unclaimed(self) -> list[str]:
         """Linear / Conv2d modules of the network that no site covers (names relative to the network)."""
@@ -195,11 +204,18 @@ def mlp_sites(col: SiteCollector, name: str, mlp: nn.Module, tags=()) -> None:
     col.layer(f'{name}.fc2', fc2_role, name, tags)
 
 
-def transformer_block_sites(col: SiteCollector, name: str, block: nn.Module, tags=()) -> None:
-    """Sites of a timm pre-norm transformer ``Block`` (norm1 → attn, norm2 → mlp)."""
+def transformer_block_sites(col: SiteCollector, name: str, block: nn.Module, tags=(),
+                            pad_owner: str = '') -> None:
+    """Sites of a timm pre-norm transformer ``Block`` (norm1 → attn, norm2 → mlp), with the norms recorded as
+    the inputs of qkv (and gate) and fc1; the module ``pad_owner`` (a name) pads the ``norm1`` output before the
+    attention."""
     for attr in ('attn', 'mlp', 'norm1', 'norm2'):
         if not hasattr(block, attr):
             raise TypeError(f'{col.full(name)}: expected a timm transformer Block with {attr}, got '
                             f'{type(block).__name__}')
     attention_sites(col, f'{name}.attn', block.attn, tags)
     mlp_sites(col, f'{name}.mlp', block.mlp, tags)
+    col.set_norm(f'{name}.attn.qkv', f'{name}.norm1', pad_owner)
+    if getattr(block.attn, 'gate', None) is not None:
+        col.set_norm(f'{name}.attn.gate', f'{name}.norm1', pad_owner)
+    col.set_norm(f'{name}.mlp.fc1', f'{name}.norm2')

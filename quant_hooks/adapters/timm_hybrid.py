@@ -250,6 +250,8 @@ def _efficientformer_units(ub: UnitBuilder, net: eff1.EfficientFormer, first_con
             col.attention(a, attn)
             col.layer(f'{a}.proj', Role.ATTN_OUT, a)
             mlp_sites(col, f'{name}.mlp', block.mlp)
+            col.set_norm(f'{a}.qkv', f'{name}.norm1')
+            col.set_norm(f'{name}.mlp.fc1', f'{name}.norm2')
             ub.end(name, TRANSFORMER)
 
 

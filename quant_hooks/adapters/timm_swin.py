@@ -66,6 +66,7 @@ class TimmSwinAdapter(TimmAdapter):
         for i, stage in enumerate(net.layers):
             if isinstance(stage.downsample, PatchMerging):
                 col.layer(f'layers.{i}.downsample.reduction', Role.POST_LN, f'layers.{i}.downsample')
+                col.set_norm(f'layers.{i}.downsample.reduction', f'layers.{i}.downsample.norm')
             for j, block in enumerate(stage.blocks):
                 b = f'layers.{i}.blocks.{j}'
                 attn = QuantTimmWindowAttention.convert(block.attn, col.full(f'{b}.attn'))
@@ -73,6 +74,9 @@ class TimmSwinAdapter(TimmAdapter):
                 col.attention(f'{b}.attn', attn)
                 col.layer(f'{b}.attn.proj', Role.ATTN_OUT, f'{b}.attn')
                 mlp_sites(col, f'{b}.mlp', block.mlp)
+                # timm pads the grid only where the resolution is not a multiple of the window (not at 224)
+                col.set_norm(f'{b}.attn.qkv', f'{b}.norm1')
+                col.set_norm(f'{b}.mlp.fc1', f'{b}.norm2')
         fc = getattr(net.head, 'fc', None)
         if isinstance(fc, nn.Linear):
             col.layer('head.fc', Role.GENERIC, 'head', {'last'})

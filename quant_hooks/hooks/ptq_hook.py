@@ -131,7 +131,8 @@ class PTQHook(Hook):
                            f'by kind {count_kinds(sites)}')
         if self.save_state and not self.load_state and is_main_process():
             path = osp.join(runner.work_dir, self.save_state)
-            save_quantizer_state(model, path, meta=dict(method=self.record['method'], calibration=calib))
+            save_quantizer_state(model, path, meta=dict(method=self.record['method'], calibration=calib),
+                                 model_keys=self.method.model_state_keys)
             self.record['state_file'] = path
 
     def after_test_epoch(self, runner, metrics=None) -> None:

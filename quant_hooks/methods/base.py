@@ -70,6 +70,8 @@ class PTQMethod:
                 if key in o:
                     check_bits(o[key], f'overrides.{key}')
         self.float_roles = tuple(float_roles)
+        #: entries of the model's state dict this method rewrote (saved with the quantizer state)
+        self.model_state_keys: list[str] = []
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
@@ -151,7 +153,11 @@ class PTQMethod:
         self.assign(sites)
         self.calibrate_weights(sites)
         n = self.calibrate_activations(sites, run_calibration)
-        return dict(calibration_batches=n)
+        return dict(calibration_batches=n, **self.finish(sites, run_calibration))
+
+    def finish(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
+        """Steps after calibration (reparameterization, searches); returns facts for the results file."""
+        return {}
 
     def describe(self) -> dict:
         return dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
