@@ -40,13 +40,6 @@ def check_percentiles(percentiles) -> tuple[float, ...]:
     return values
 
 
-def check_max_samples(max_samples) -> int:
-    """A bound on kept calibration values: an integer >= 16."""
-    if max_samples < 16:
-        raise QuantizerError(f'max_samples={max_samples} is invalid: allowed values are >= 16')
-    return int(max_samples)
-
-
 def check_finite(x: torch.Tensor, where: str) -> None:
     """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or inf."""
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):

@@ -9,12 +9,13 @@ from quant_hooks.quantizers import build_quantizer
 
 
 def calibrate(q, *batches):
-    """Observe ``batches`` and freeze; returns the quantizer."""
-    q.observing = True
-    for x in batches:
-        q(x)
-    q.freeze()
-    return q
+    """Observe ``batches`` (every pass the quantizer needs) and freeze; returns the quantizer."""
+    return run_calibration_passes_on(q, batches)
+
+
+def run_calibration_passes_on(q, batches):
+    from quant_hooks.quantizers import calibrate as calibrate_all
+    return calibrate_all(q, *batches)
 
 
 def make_input(kind: str, seed: int = 0, shape=(2, 9, 24)) -> torch.Tensor:
