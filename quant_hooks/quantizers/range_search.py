@@ -360,8 +360,11 @@ def alpha_grid(alpha_range, steps: int) -> list[float]:
 
 
 def error_sum(x: torch.Tensor, xq: torch.Tensor, p: float = 2.0, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-row sum of ``|x - x̂|^p`` (times ``weight``) of ``[G, S]`` tensors, ``[G]``."""
-    d = xq.sub(x).abs_()
+    """Per-row sum of ``|x - x̂|^p`` (times ``weight``) of ``[G, S]`` tensors, ``[G]``; overwrites ``xq``."""
+    d = xq.sub_(x)
+    if p == 2.0 and weight is None:
+        return torch.linalg.vector_norm(d, 2, dim=1).square_()  # one pass over the values, no temporary
+    d = d.abs_()
     d = d.square_() if p == 2.0 else d.pow_(p)
     if weight is not None:
         d.mul_(weight)
