@@ -20,7 +20,8 @@ from .twin import TwinGeluQuantizer, TwinSoftmaxQuantizer
 from .uniform import UniformQuantizer
 
 __all__ = [
-    'Quantizer', 'round_ste', 'calibrate', 'run_calibration_passes', 'RangeSearch', 'TailQuantiles', 'QuantizerError', 'EmptyCalibrationError', 'NonFiniteInputError', 'check_bits',
+    'Quantizer', 'round_ste', 'calibrate', 'run_calibration_passes', 'RangeSearch', 'TailQuantiles',
+    'QuantizerError', 'EmptyCalibrationError', 'NonFiniteInputError', 'check_bits',
     'Granularity', 'PerTensor', 'PerChannel', 'PerHead', 'PerToken', 'parse_granularity', 'build_quantizer',
     'get_quantizer_class', 'list_quantizers', 'register_quantizer', 'UniformQuantizer', 'LogQuantizer',
     'Log2Quantizer', 'LogSqrt2Quantizer', 'OutlierAwareQuantizer', 'ShiftLog2Quantizer', 'TwinSoftmaxQuantizer',

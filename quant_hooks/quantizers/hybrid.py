@@ -156,8 +156,8 @@ class HybridQuantizer(Quantizer):
     """Uniform activation quantizer whose scheme and granularity are chosen per layer by calibration loss.
 
     Every candidate in ``schemes`` × ``granularities`` is scored on all calibration values (a second pass, once
-    the per-channel ranges are known) and the lowest loss wins (ties go to the earlier candidate: asymmetric before symmetric, layer-wise before
-    channel-wise with the defaults). Asymmetric candidates handle zero-point overflow with ``overflow``.
+    the per-channel ranges are known) and the lowest loss wins (ties go to the earlier candidate: asymmetric
+    before symmetric, layer-wise before channel-wise with the defaults). Asymmetric candidates handle zero-point overflow with ``overflow``.
     The choice is stored in buffers (``symmetric_``, ``channelwise_``, ``losses``) with the parameters, so a
     saved state reloads it; ``choice`` describes it.
 

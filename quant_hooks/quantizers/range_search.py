@@ -31,7 +31,7 @@ import math
 import torch
 
 from .errors import QuantizerError, check_choice
-from .functional import _tail, group_quantiles, masked_group_quantile, strided_columns
+from .functional import group_tail, group_quantiles, masked_group_quantile, strided_columns
 from .granularity import Granularity
 
 QUANTILE_MODES = ('all', 'per_batch_mean')
@@ -131,7 +131,7 @@ class TailQuantiles:
             return cat[:, :0], dropped
         if cat.shape[1] <= k:
             return cat.sort(dim=1, descending=largest).values, dropped
-        vals = _tail(cat, k + 1, largest)
+        vals = group_tail(cat, k + 1, largest)
         out = vals[:, k]
         dropped = torch.maximum(dropped, out) if largest else torch.minimum(dropped, out)
         return vals[:, :k].contiguous(), dropped

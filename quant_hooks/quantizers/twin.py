@@ -155,9 +155,14 @@ class TwinGeluQuantizer(Quantizer):
     def _observe(self, x):
         scored = self._search.observe(x, self.where)
         if scored is not None:
-            xs, _ = scored
-            self._search.accumulate(torch.stack([error_sum(xs, self._fq(xs, self._base * a, self.scale_neg))
-                                                 for a in self.alphas], dim=1))  # small grid, vectorized groups
+            # the negative range is fixed, so only the positive values' error depends on the candidate: score
+            # Q_p(max(x, 0)) against max(x, 0) (the same ranking as the full error, a constant less)
+            pos = scored[0].clamp_min(0)
+            errs = []
+            for a in self.alphas:  # small grid; vectorized over groups and values
+                dp = self._base * a
+                errs.append(error_sum(pos, pos.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)))
+            self._search.accumulate(torch.stack(errs, dim=1))
 
     def _end_pass(self):
         more = self._search.end_pass(self.where)
