@@ -162,6 +162,9 @@ class TailQuantiles:
         out = torch.zeros(n.shape[0], len(self.levels))
         upper = self.levels >= 0.5
         for j in range(len(self.levels)):  # a few levels; vectorized over groups
+            buf = self.top if bool(upper[j]) else self.bottom
+            if buf.shape[1] == 0:  # no group holds any value
+                continue
             if bool(upper[j]):
                 v_lo = self.top.gather(1, (last - lo_rank[:, j]).clamp_min(0)[:, None])[:, 0]
                 v_hi = self.top.gather(1, (last - hi_rank[:, j]).clamp_min(0)[:, None])[:, 0]

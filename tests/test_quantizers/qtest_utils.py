@@ -6,16 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from quant_hooks.quantizers import build_quantizer
+from quant_hooks.quantizers import calibrate as calibrate_quantizer
 
 
 def calibrate(q, *batches):
     """Observe ``batches`` (every pass the quantizer needs) and freeze; returns the quantizer."""
-    return run_calibration_passes_on(q, batches)
-
-
-def run_calibration_passes_on(q, batches):
-    from quant_hooks.quantizers import calibrate as calibrate_all
-    return calibrate_all(q, *batches)
+    return calibrate_quantizer(q, *batches)
 
 
 def make_input(kind: str, seed: int = 0, shape=(2, 9, 24)) -> torch.Tensor:
