@@ -108,8 +108,10 @@ class LogQuantizer(Quantizer):
         if not self.requires_calibration:
             return
         s = self._search
-        self._best = torch.zeros(self._cands.shape[0], dtype=torch.long) if s.scores is None else \
-            first_argmin(s.scores)
+        if s.scores is None:
+            self._best = torch.zeros(self._cands.shape[0], dtype=torch.long, device=self._cands.device)
+        else:
+            self._best = first_argmin(s.scores)
         self.scale = s.reshape(self._cands.gather(1, self._best[:, None])[:, 0])
 
     def _search_info(self):
@@ -117,7 +119,7 @@ class LogQuantizer(Quantizer):
             return dict(range_method='fixed')
         info = dict(range_method=self.range_method, **self._search.info())
         if self.range_method == 'percentile':
-            picked = torch.tensor(self.percentiles)[self._best]
+            picked = torch.tensor(self.percentiles)[self._best.cpu()]
             info['percentile'] = float(picked) if picked.numel() == 1 else picked.tolist()
         return info
 

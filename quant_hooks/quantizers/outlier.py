@@ -165,8 +165,10 @@ class OutlierAwareQuantizer(Quantizer):
         if self.dynamic:
             return
         s = self._search
-        best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long) if s.scores is None else \
-            first_argmin(s.scores)[:, None]
+        if s.scores is None:
+            best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long, device=self._cand_lo.device)
+        else:
+            best = first_argmin(s.scores)[:, None]
         self._best = best[:, 0]
         lo, hi = _no_inlier_to_zero(self._cand_lo.gather(1, best)[:, 0], self._cand_hi.gather(1, best)[:, 0])
         scale, zp = affine_params(lo, hi, self.bits, self.symmetric)

@@ -109,7 +109,8 @@ class TailQuantiles:
 
     def update(self, xg: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Add a ``[G, S]`` tensor; ``valid`` marks the values that count (others are ignored)."""
-        counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long) if valid is None else valid.sum(1)
+        counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long, device=xg.device) if valid is None \
+            else valid.sum(1)
         self.count = counts if self.count is None else self.count + counts
         n = int((self.fixed_counts if self.fixed_counts is not None else self.count).max())
         if len(self.upper):
@@ -155,11 +156,12 @@ class TailQuantiles:
     def quantiles(self) -> torch.Tensor:
         """``[G, L]`` quantiles (linear interpolation as ``torch.quantile``); groups without values give 0."""
         n = self.count
+        levels = self.levels.to(n.device)
         last = (n - 1).clamp_min(0)
-        lo_rank = _rank_floor(self.levels, n)
+        lo_rank = _rank_floor(levels, n)
         hi_rank = torch.minimum(lo_rank + 1, last[:, None])
-        frac = (self.levels[None, :] * last[:, None].double() - lo_rank.double())
-        out = torch.zeros(n.shape[0], len(self.levels))
+        frac = (levels[None, :] * last[:, None].double() - lo_rank.double())
+        out = torch.zeros(n.shape[0], len(self.levels), device=n.device)
         upper = self.levels >= 0.5
         for j in range(len(self.levels)):  # a few levels; vectorized over groups
             buf = self.top if bool(upper[j]) else self.bottom
@@ -240,7 +242,8 @@ class RangeSearch:
         """
         xg = x.float() if grouped else self.grouped(x, where)
         vg = None if valid is None else (valid if grouped else self.granularity.grouped(valid))
-        counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long) if vg is None else vg.sum(1)
+        counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long, device=xg.device) if vg is None \
+            else vg.sum(1)
         self._pass_count = counts if self._pass_count is None else self._pass_count + counts
         if self.stage == 'stats':
             self._observe_stats(xg, vg)

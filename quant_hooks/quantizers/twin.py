@@ -71,12 +71,12 @@ class TwinSoftmaxQuantizer(Quantizer):
         return self._search.end_pass(self.where)
 
     def _compute_params(self):
-        splits = torch.tensor([2.0**-i for i in self.split_exponents])
+        splits = torch.tensor([2.0**-i for i in self.split_exponents], device=self._search.scores.device)
         self._best = first_argmin(self._search.scores)
         self.split = self._search.reshape(splits[self._best])
 
     def _search_info(self):
-        exps = torch.tensor(self.split_exponents)[self._best]
+        exps = torch.tensor(self.split_exponents)[self._best.cpu()]
         return dict(range_method='twin_split', split_exponent=exps.tolist() if exps.numel() > 1 else int(exps),
                     **self._search.info())
 
@@ -172,10 +172,11 @@ class TwinGeluQuantizer(Quantizer):
 
     def _compute_params(self):
         self._best = first_argmin(self._search.scores)
-        self.scale_pos = self._search.reshape(self._base[:, 0] * torch.tensor(self.alphas)[self._best])
+        alphas = torch.tensor(self.alphas, device=self._base.device)
+        self.scale_pos = self._search.reshape(self._base[:, 0] * alphas[self._best])
 
     def _search_info(self):
-        picked = torch.tensor(self.alphas)[self._best]
+        picked = torch.tensor(self.alphas)[self._best.cpu()]
         return dict(range_method='twin_gelu_alpha', alpha=float(picked) if picked.numel() == 1 else dict(
             min=float(picked.min()), max=float(picked.max()), mean=float(picked.mean())), **self._search.info())
 

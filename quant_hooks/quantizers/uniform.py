@@ -100,7 +100,7 @@ class UniformQuantizer(Quantizer):
             qv = s.quantiles()
             return qv[:, n_p:], qv[:, :n_p]
         if self.range_method == 'mse':
-            a = torch.tensor(self.alphas)[None, :]
+            a = torch.tensor(self.alphas, device=s.lo.device)[None, :]
             return s.lo[:, None] * a, s.hi[:, None] * a
         return s.lo[:, None], s.hi[:, None]
 
@@ -119,7 +119,7 @@ class UniformQuantizer(Quantizer):
         s = self._search
         if self._cand_lo is None:
             self._cand_lo, self._cand_hi = self._candidates()
-        best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long)
+        best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long, device=self._cand_lo.device)
         if s.scores is not None:
             best = first_argmin(s.scores)[:, None]
         lo = self._cand_lo.gather(1, best)[:, 0]
@@ -134,7 +134,7 @@ class UniformQuantizer(Quantizer):
             return dict(range_method='dynamic')
         info = dict(range_method=self.range_method, **self._search.info())
         if self._search.scores is not None:
-            choice = self._best
+            choice = self._best.cpu()
             key = 'percentile' if self.range_method == 'percentile' else 'alpha'
             values = self.percentiles if self.range_method == 'percentile' else self.alphas
             picked = torch.tensor(values)[choice]
