@@ -340,7 +340,9 @@ class RangeSearch:
         return v.reshape(self.param_shape)
 
     def info(self) -> dict:
-        """What the search did, for the results file."""
+        """What the search did, for the results file: ``exact`` (every value scored, no ``max_samples``),
+        ``passes`` over the calibration data, ``values`` observed per pass, ``quantile_mode`` (when it uses
+        quantiles), ``scored_values`` (when it scores candidates) and ``max_samples`` (when it samples)."""
         out = dict(exact=self.max_samples is None, passes=self.passes,
                    values=0 if self.count is None else int(self.count.sum()))
         if self.levels:
