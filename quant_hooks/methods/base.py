@@ -5,7 +5,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 
 from ..layout import resolve_granularity
-from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits
+from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits, run_calibration_passes
 from ..sites import QuantSite, Role
 
 #: config keys holding a nested quantizer config (its granularity is resolved against the same slot)
@@ -72,6 +72,8 @@ class PTQMethod:
         self.float_roles = tuple(float_roles)
         #: entries of the model's state dict this method rewrote (saved with the quantizer state)
         self.model_state_keys: list[str] = []
+        #: passes over the calibration set the last ``calibrate_activations`` ran
+        self.calibration_passes = 0
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
@@ -119,41 +121,51 @@ class PTQMethod:
 
     # -- calibration ----------------------------------------------------------------------------------------
     def calibrate_weights(self, sites: list[QuantSite]) -> None:
+        """Calibrate every weight quantizer on its weight (as many passes as its search needs)."""
         for site, _, q in iter_quantizers(sites, weights=True):
-            q.reset()
-            q.observing = True
-            q(site.module.weight)
-            q.freeze()
+            weight = site.module.weight
+            run_calibration_passes([q], lambda q=q, weight=weight: (q(weight), 1)[1])
 
     def calibrate_activations(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> int:
-        """Observe activations on the float model (weights unquantized), then freeze."""
+        """Observe activations on the float model (weights unquantized), then freeze.
+
+        ``run_calibration`` runs the calibration set once; it is called again while a quantizer's search needs
+        another pass over the same data (exact searches score their candidates in a second pass).
+        """
         weight_qs = [q for _, _, q in iter_quantizers(sites, weights=True)]
         act_qs = [q for _, _, q in iter_quantizers(sites, weights=False)]
         for q in weight_qs:
             q.enabled = False
-        for q in act_qs:
-            q.reset()
-            q.observing = True
         try:
-            n = run_calibration()
+            n, self.calibration_passes = run_calibration_passes(act_qs, run_calibration)
         finally:
-            for q in act_qs:
-                q.observing = False
             for q in weight_qs:
                 q.enabled = True
         if n == 0:
             raise EmptyCalibrationError('the calibration set produced no batch: give at least one image '
                                         '(calibration.num_images >= 1)')
-        for q in act_qs:
-            q.freeze()
         return n
+
+    def search_summary(self, sites: list[QuantSite]) -> dict:
+        """How the quantizers' searches ran, for the results file: per quantizer type and range method, how many
+        scored every value (``exact``) or a sample (``sampled``)."""
+        out: dict = {}
+        for _, _, q in iter_quantizers(sites):
+            info = q.describe()
+            inner = info.get('inner') or info.get('logits') or info
+            key = f'{info["type"]}/{inner.get("range_method", "-")}'
+            kind = 'exact' if inner.get('exact', True) else 'sampled'
+            out.setdefault(key, dict(exact=0, sampled=0))[kind] += 1
+        return out
 
     def quantize(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
         """Assign, calibrate and finish; returns a summary for the results file."""
         self.assign(sites)
         self.calibrate_weights(sites)
         n = self.calibrate_activations(sites, run_calibration)
-        return dict(calibration_batches=n, **self.finish(sites, run_calibration))
+        summary = dict(calibration_batches=n, calibration_passes=self.calibration_passes,
+                       quantizer_searches=self.search_summary(sites))
+        return dict(summary, **self.finish(sites, run_calibration))
 
     def finish(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
         """Steps after calibration (reparameterization, searches); returns facts for the results file."""
