@@ -15,7 +15,8 @@ DETECTION = REPO / 'configs' / 'detection'
 
 def test_generated_configs_are_up_to_date():
     assert gen.check() == [], 'run python tools/make_detection_configs.py'
-    assert len(gen.expected_configs()) == (len(gen.DETECTORS) * len(gen.BITS) + len(gen.TINY)) * len(gen.METHODS)
+    expected = (len(gen.DETECTORS) * len(gen.BITS) + len(gen.TINY)) * len(gen.METHODS) - len(gen.HAND_WRITTEN)
+    assert len(gen.expected_configs()) == expected
 
 
 def test_generator_flags_stale_and_edited_files(tmp_path):
