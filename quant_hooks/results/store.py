@@ -113,21 +113,31 @@ class ResultStore:
         if integrity != 'ok':
             raise StoreError(f'results store {self.path!r} is corrupt (SQLite quick_check: {integrity}); it was '
                              'left untouched: restore it from a copy or give another path')
-        conn.execute('BEGIN IMMEDIATE')
-        try:
-            # one statement at a time: executescript() would commit the open transaction
-            for statement in filter(str.strip, _TABLES.split(';\n')):
-                conn.execute(statement)
-            found = conn.execute("SELECT value FROM meta WHERE key='store_format'").fetchone()
-            if found is None:
-                conn.execute("INSERT INTO meta VALUES ('store_format', ?)", (str(STORE_FORMAT), ))
-            elif int(found[0]) != STORE_FORMAT:
-                raise StoreError(f'results store {self.path!r} has store_format {found[0]}: this code reads '
-                                 f'format {STORE_FORMAT}')
-            conn.execute('COMMIT')
-        except BaseException:
-            conn.execute('ROLLBACK')
-            raise
+        found = self._format()
+        if found is None:  # a new store: create the tables (a write, so it waits for other writers)
+            conn.execute('BEGIN IMMEDIATE')
+            try:
+                # one statement at a time: executescript() would commit the open transaction
+                for statement in filter(str.strip, _TABLES.split(';\n')):
+                    conn.execute(statement)
+                if self._format() is None:
+                    conn.execute("INSERT INTO meta VALUES ('store_format', ?)", (str(STORE_FORMAT), ))
+                conn.execute('COMMIT')
+            except BaseException:
+                conn.execute('ROLLBACK')
+                raise
+            found = self._format()
+        if found != str(STORE_FORMAT):
+            raise StoreError(f'results store {self.path!r} has store_format {found}: this code reads format '
+                             f'{STORE_FORMAT}')
+
+    def _format(self) -> str | None:
+        """The stored ``store_format``, ``None`` when the tables do not exist yet."""
+        exists = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not exists:
+            return None
+        row = self._conn.execute("SELECT value FROM meta WHERE key='store_format'").fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         if self._conn is not None:
