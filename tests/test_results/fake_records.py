@@ -32,3 +32,31 @@ def fake_record(model: str = 'mask_rcnn_swin_t', method: str = 'MinMaxPTQ', w_bi
     record['metrics']['quant'] = dict(quant if quant is not None else {k: 0.5 for k in _METRIC_KEYS[task]})
     record.update(copy.deepcopy(extra_fields))
     return record
+
+
+def leaderboard_fixture() -> list[dict]:
+    """Records of a small benchmark: two detectors x two methods x bit widths x seeds, a superseded rerun, and one
+    classification model."""
+    out = []
+    day = iter(range(1, 29))
+
+    def add(model, method, bits, seed, box, mask, fbox=0.435, fmask=0.395, task='detection', **kw):
+        quant = {'coco/bbox_mAP': box, 'coco/segm_mAP': mask}
+        flt = {'coco/bbox_mAP': fbox, 'coco/segm_mAP': fmask}
+        out.append(fake_record(model=model, method=method, w_bits=bits, a_bits=bits, seed=seed, quant=quant,
+                               float_=flt, task=task, created_at=f'2026-02-{next(day):02d}T00:00:00+00:00',
+                               run_id=f'{model}-{method}-{bits}-{seed}-{len(out)}', **kw))
+
+    for seed, (box, mask) in enumerate([(0.430, 0.392), (0.432, 0.390), (0.434, 0.391)]):
+        add('swin_t', 'MinMaxPTQ', 8, seed, box, mask)
+    add('swin_t', 'MinMaxPTQ', 4, 0, 0.101, 0.150)
+    add('swin_t', 'MinMaxPTQ', 4, 0, 0.105, 0.153)  # a rerun of the same seed: this later one counts
+    add('swin_t', 'MinMaxPTQ', 4, 1, 0.111, 0.149)
+    add('swin_t', 'PercentilePTQ', 8, 0, 0.433, 0.393)
+    add('swin_t', 'PercentilePTQ', 4, 0, 0.300, 0.280)
+    add('swin_s', 'MinMaxPTQ', 6, 0, 0.450, 0.400, fbox=0.480, fmask=0.420, commit='b' * 40)
+    add('swin_s', 'MinMaxPTQ', 6, 1, 0.460, 0.404, fbox=0.480, fmask=0.420, commit='b' * 40)
+    out.append(fake_record(model='deit_s', method='OMSEPTQ', w_bits=4, a_bits=8, seed=0, task='classification',
+                           quant={'accuracy/top1': 70.125}, float_={'accuracy/top1': 79.875},
+                           created_at='2026-03-01T00:00:00+00:00', run_id='deit_s-omse'))
+    return out
