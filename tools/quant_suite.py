@@ -12,17 +12,13 @@ Exit status: 0 when every run succeeded (or was already stored), 1 when some fai
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from quant_hooks.results.suite import SuiteError, SuiteRun, check_grid, expand_grid  # noqa: E402
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from quant_hooks.results.suite import SuiteError, check_grid, expand_grid  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,66 +42,26 @@ def load_grid(path: str) -> dict:
     return Config.fromfile(path).to_dict()
 
 
-def build_run_config(run: SuiteRun, work_dir: str):
-    """The resolved config of one run: the model config, its options, the method (replaced whole)."""
-    from quant_hooks.apis import load_config
-    options = dict(run.options)
-    method = options.pop('quant_method')
-    cfg = load_config(_abs(run.config), options, work_dir=work_dir)
-    cfg.quant_method = method
-    return cfg
-
-
-def _abs(path):
-    return path if path is None or osp.isabs(path) else (path if osp.exists(path) else osp.join(ROOT, path))
-
-
-def run_key(cfg, checkpoint: str | None) -> tuple[str, str | None]:
-    """(config hash, checkpoint digest) exactly as the run's record will carry them."""
-    from quant_hooks.results.provenance import config_hash, file_sha256
-    return config_hash(cfg.to_dict()), file_sha256(checkpoint)
-
-
-def run_in_process(cfg, checkpoint, eval_float, store):
-    from quant_hooks.apis import run_quant_test
-    run_quant_test(cfg, checkpoint, eval_float=eval_float, store=store)
-
-
-def run_distributed(cfg, checkpoint, eval_float, store, nproc):
-    """One run through tools/dist_quant_test.sh, from the resolved config dumped into the run's work dir."""
-    dumped = osp.join(cfg.work_dir, 'suite_config.py')
-    os.makedirs(cfg.work_dir, exist_ok=True)
-    cfg.dump(dumped)
-    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_quant_test.sh'), dumped, checkpoint or '-', str(nproc),
-           '--work-dir', cfg.work_dir, '--store', store] + ([] if eval_float else ['--no-float'])
-    env = dict(os.environ, PYTHON=os.environ.get('PYTHON', sys.executable))
-    subprocess.run(cmd, check=True, env=env)
-    return dumped
-
-
-def plan(grid: dict, work_root: str, launcher: str):
-    """Every run with its resolved config and run key."""
-    from quant_hooks.apis import load_config
+def plan(grid: dict, work_root: str, launcher: str) -> list[tuple]:
+    """Every run of the grid with its resolved config, checkpoint and run key."""
+    from quant_hooks.runs import build_run_config, dump_for_launcher, repo_path, run_key
     planned = []
     for run in expand_grid(grid):
-        cfg = build_run_config(run, osp.join(work_root, run.label))
-        checkpoint = _abs(run.checkpoint)
-        if launcher == 'pytorch':  # the key of the config the launcher will read back
-            os.makedirs(cfg.work_dir, exist_ok=True)
-            dumped = osp.join(cfg.work_dir, 'suite_config.py')
-            cfg.dump(dumped)
-            key = run_key(load_config(dumped, work_dir=cfg.work_dir), checkpoint)
-        else:
-            key = run_key(cfg, checkpoint)
+        cfg = build_run_config(run.config, run.options, osp.join(work_root, run.label))
+        checkpoint = repo_path(run.checkpoint)
+        key = run_key(cfg, checkpoint)
+        if launcher == 'pytorch':  # the hash of the config the launcher will read back
+            key = (dump_for_launcher(cfg)[1], key[1])
         planned.append((run, cfg, checkpoint, key))
     return planned
 
 
-def main(argv=None, runner=None) -> int:
-    """Run the suite; ``runner(cfg, checkpoint, eval_float, store)`` replaces the in-process run (tests)."""
+def main(argv=None) -> int:
+    """Run the suite; returns the exit status."""
     from tqdm import tqdm
 
     from quant_hooks.results import ResultStore
+    from quant_hooks.runs import run_distributed, run_in_process
 
     args = parse_args(argv)
     grid = check_grid(load_grid(args.suite))
@@ -135,7 +91,7 @@ def main(argv=None, runner=None) -> int:
             if launcher == 'pytorch':
                 run_distributed(cfg, checkpoint, grid['eval_float'], store_path, nproc)
             else:
-                (runner or run_in_process)(cfg, checkpoint, grid['eval_float'], store_path)
+                run_in_process(cfg, checkpoint, grid['eval_float'], store_path)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # one broken run does not stop the grid; it is reported and exits non-zero

@@ -1,26 +1,18 @@
 """Leaderboard of a fixture store: exact Markdown / CSV, HTML page with every row, plots, filters."""
 from __future__ import annotations
 
-import importlib.util
 import statistics
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from fake_records import leaderboard_fixture
+from tiny_runs import load_tool
 
 from quant_hooks.results import ResultStore
 from quant_hooks.results.leaderboard import aggregate, parse_bits, table_rows, to_csv, to_markdown
 
 DATA = Path(__file__).parent / 'data'
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'{name}_tool', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
