@@ -62,3 +62,11 @@ def run_distributed(cfg, checkpoint: str | None, eval_float: bool, store: str, n
            str(nproc), '--work-dir', cfg.work_dir, '--store', store] + ([] if eval_float else ['--no-float'])
     env = dict(os.environ, PYTHON=os.environ.get('PYTHON', sys.executable))
     subprocess.run(cmd, check=True, env=env)
+
+
+def stored_runs(store, key: tuple[str, str | None], eval_float: bool = False) -> list[dict]:
+    """The stored records of a run key; with ``eval_float`` only those that include the float pass (a run
+    stored without it does not stand in for one that needs it)."""
+    h, sha = key
+    found = [r for r in store.records(config_hash=h) if r['checkpoint_sha256'] == sha]
+    return [r for r in found if 'float' in r['metrics']] if eval_float else found

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from quant_hooks.results import ResultStore
-    from quant_hooks.runs import run_distributed, run_in_process
+    from quant_hooks.runs import run_distributed, run_in_process, stored_runs
 
     args = parse_args(argv)
     grid = check_grid(load_grid(args.suite))
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     work_root = args.work_dir or grid.get('work_dir') or osp.join('work_dirs', 'suites', grid['name'])
     planned = plan(grid, work_root, launcher)
     with ResultStore(store_path) as store:
-        done = [store.has_run(*key) for *_, key in planned]
+        done = [bool(stored_runs(store, key, grid['eval_float'])) for *_, key in planned]
     pending = [p for p, d in zip(planned, done) if not d]
     print(f'suite {grid["name"]}: {len(planned)} runs, {sum(done)} already in {store_path}, {len(pending)} to run')
     if args.dry_run:

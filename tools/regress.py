@@ -86,18 +86,17 @@ def _options(items: list[str]) -> dict:
 
 def run_records(run: dict, store: ResultStore, work_dir: str, execute: bool) -> list[dict]:
     """The stored records of a reference run (one per seed), running the missing seeds when ``execute``."""
-    from quant_hooks.runs import build_run_config, repo_path, run_in_process, run_key
+    from quant_hooks.runs import build_run_config, repo_path, run_in_process, run_key, stored_runs
     records = []
     for seed in run['seeds']:
         options = dict(run['options'], **{'quant_calibration.seed': seed, 'results_extra': dict(regress=run['name'])})
         cfg = build_run_config(run['config'], options, osp.join(work_dir, f'{run["name"]}_seed{seed}'))
         checkpoint = repo_path(run['checkpoint'])
-        h, sha = run_key(cfg, checkpoint)
-        if execute and not store.has_run(h, sha):
-            print(f'regress: running {run["name"]} seed {seed} (config hash {h})', flush=True)
+        key = run_key(cfg, checkpoint)
+        if execute and not stored_runs(store, key, eval_float=True):
+            print(f'regress: running {run["name"]} seed {seed} (config hash {key[0]})', flush=True)
             run_in_process(cfg, checkpoint, True, store.path)
-        found = store.records(config_hash=h)
-        records += [r for r in found if r['checkpoint_sha256'] == sha]
+        records += stored_runs(store, key, eval_float=True)
     return records
 
 
