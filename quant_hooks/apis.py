@@ -114,7 +114,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     eval_seconds['quant'] = round(quant_seconds, 3)
     if not is_main_process():
         return hook.record
-    record = build_record(hook.record, cfg_dict, cfg.filename, weights, _timings(hook.record, eval_seconds),
+    record = build_record(hook.record, cfg_dict, cfg.filename or '', weights, _timings(hook.record, eval_seconds),
                           extra=cfg_dict.get('results_extra'))
     write_json_atomic(osp.join(runner.work_dir, hook.results_file), record)
     if result_store is not None:

@@ -27,9 +27,13 @@ def infer_task(cfg_dict: dict) -> str:
 
 
 def infer_model_name(cfg_dict: dict, config_path: str) -> str:
-    """The config key ``model_name``, else the config file name without its ``_<method>_w<b>a<b>...`` tail."""
+    """The config key ``model_name``, else the config file name without its ``_<method>_w<b>a<b>...`` tail (a
+    config built in memory: the model's type)."""
     if cfg_dict.get('model_name'):
         return str(cfg_dict['model_name'])
+    if not config_path:
+        model = cfg_dict.get('model')
+        return str(model.get('type', 'model')) if isinstance(model, dict) else 'model'
     stem = osp.splitext(osp.basename(config_path))[0]
     return _BITS_SUFFIX.sub('', stem) or stem
 
@@ -56,7 +60,7 @@ def build_record(run: dict, cfg_dict: dict, config_path: str, checkpoint: str | 
     Args:
         run: the PTQ hook's record (method, adapter, calibration, metrics, sites, notes).
         cfg_dict: the resolved config as a plain dict.
-        config_path: the config file the run started from.
+        config_path: the config file the run started from (``''`` for a config built in memory).
         checkpoint: the weights (a file path or a named source such as ``timm:deit_tiny_patch16_224``).
         timings: ``calibration_s``, ``reconstruction_s``, ``evaluation_s`` (seconds) and any more.
         extra: free-form labels (suite name, sensitivity unit, ...), stored under ``extra``.
@@ -69,7 +73,7 @@ def build_record(run: dict, cfg_dict: dict, config_path: str, checkpoint: str | 
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         task=infer_task(cfg_dict),
         model=infer_model_name(cfg_dict, config_path),
-        config=config_path,
+        config=config_path or '',
         config_hash=provenance.config_hash(cfg_dict),
         checkpoint=checkpoint,
         checkpoint_sha256=provenance.file_sha256(checkpoint),
