@@ -157,8 +157,11 @@ class ResultStore:
             return StoreError(f'results store {self.path!r} is locked by another process (waited '
                               f'{self.timeout:g}s, {self.retries + 1} attempts) during {action}; nothing was '
                               'written, the existing records are intact')
-        if 'full' in low or 'no space' in low or 'disk i/o' in low:
+        if 'full' in low or 'no space' in low:
             return StoreError(f'results store {self.path!r}: the disk is full ({text}) during {action}; the '
+                              'transaction was rolled back, nothing was written, the existing records are intact')
+        if 'disk i/o' in low or 'readonly' in low or 'read-only' in low:
+            return StoreError(f'results store {self.path!r}: cannot write ({text}) during {action}; the '
                               'transaction was rolled back, nothing was written, the existing records are intact')
         if 'not a database' in low or 'malformed' in low or 'corrupt' in low:
             return StoreError(f'results store {self.path!r} is corrupt ({text}) during {action}; it was left '

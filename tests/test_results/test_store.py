@@ -166,3 +166,20 @@ def test_full_disk_rolls_back_and_keeps_records(tmp_path):
         assert store.records() == kept
     with ResultStore(path) as store:
         assert store.records() == kept
+
+
+def test_store_tool_export_import_list(tmp_path, capsys):
+    from tiny_runs import load_tool
+    tool = load_tool('results_store')
+    records = [fake_record(model=m, seed=s) for m in ('a', 'b') for s in range(2)]
+    with ResultStore(tmp_path / 'a.sqlite') as store:
+        store.append(records)
+    assert tool.main(['export', str(tmp_path / 'a.sqlite'), str(tmp_path / 'b.jsonl'), '--model', 'b']) == 0
+    assert tool.main(['import', str(tmp_path / 'new.sqlite'), str(tmp_path / 'b.jsonl')]) == 0
+    assert tool.main(['import', str(tmp_path / 'new.sqlite'), str(tmp_path / 'b.jsonl')]) == 0
+    out = capsys.readouterr().out
+    assert 'exported 2 records' in out and 'imported 2 records' in out and 'imported 0 records' in out
+    with ResultStore(tmp_path / 'new.sqlite') as store:
+        assert store.records() == records[2:]
+    assert tool.main(['list', str(tmp_path / 'new.sqlite')]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

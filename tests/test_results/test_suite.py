@@ -81,3 +81,12 @@ def test_interrupted_suite_resumes_with_only_the_missing_runs(tmp_path, monkeypa
 
     calls.clear()
     assert tool.main(argv) == 0 and calls == []  # everything stored: nothing runs
+
+
+def test_python_config_grid(tmp_path):
+    grid = tmp_path / 'grid.py'
+    grid.write_text("name = 'py'\nmodels = [dict(name='m', config='c.py')]\nmethods = [dict(type='OMSE')]\n"
+                    "bits = [4, (4, 8)]\nseeds = [0, 1]\n")
+    runs = expand_grid(load_tool('quant_suite').load_grid(str(grid)))
+    assert [r.label for r in runs] == ['m_OMSE_w4a4_seed0', 'm_OMSE_w4a4_seed1', 'm_OMSE_w4a8_seed0',
+                                       'm_OMSE_w4a8_seed1']
