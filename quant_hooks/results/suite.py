@@ -137,7 +137,7 @@ def expand_grid(grid: dict) -> list[SuiteRun]:
         options['results_extra'] = dict(suite=grid['name'])
         if method_name:
             options['results_extra']['method_name'] = method_name
-        parts = [model['name'], method_name or method['type'], f'w{w}a{a}'] + ([scope] if scope else []) + [f'seed{seed}']
+        parts = [model['name'], method_name or method['type'], f'w{w}a{a}', *([scope] if scope else []), f'seed{seed}']
         runs.append(SuiteRun(model=model['name'], config=model['config'], checkpoint=model.get('checkpoint'),
                              options=options, label=_safe('_'.join(map(str, parts)))))
     labels = [r.label for r in runs]
