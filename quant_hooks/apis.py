@@ -82,8 +82,9 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     store = store or cfg.get('results_store', None)
     runner = Runner.from_cfg(cfg)
     from mmengine.dist import is_main_process
-    # a corrupt or unwritable store fails before any evaluation
-    result_store = ResultStore(store) if store and is_main_process() else None
+    write_store = bool(store) and is_main_process()
+    if write_store:
+        ResultStore(store).close()  # a corrupt or locked store fails before any evaluation
     hook = find_ptq_hook(runner)
     hook.check_settings(runner)
     model = _unwrap(runner.model)
@@ -117,8 +118,8 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     record = build_record(hook.record, cfg_dict, cfg.filename or '', weights, _timings(hook.record, eval_seconds),
                           extra=cfg_dict.get('results_extra'))
     write_json_atomic(osp.join(runner.work_dir, hook.results_file), record)
-    if result_store is not None:
-        with result_store:
+    if write_store:
+        with ResultStore(store) as result_store:
             result_store.append(record)
         runner.logger.info(f'result record {record["run_id"]} added to the results store {store}')
     return record
