@@ -230,9 +230,12 @@ class ResultStore:
         for name, value in filters.items():
             if value is None:
                 continue
-            if name in ('since', 'until'):
-                clauses.append('created_at >= ?' if name == 'since' else 'created_at <= ?')
+            if name == 'since':
+                clauses.append('created_at >= ?')
                 params.append(str(value))
+            elif name == 'until':  # inclusive: --until 2026-02-28 keeps the whole day
+                clauses.append('substr(created_at, 1, ?) <= ?')
+                params += [len(str(value)), str(value)]
             elif name == 'commit':
                 values = [value] if isinstance(value, str) else list(value)
                 clauses.append('(' + ' OR '.join('git_commit LIKE ?' for _ in values) + ')')

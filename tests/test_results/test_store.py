@@ -26,6 +26,9 @@ def test_records_load_back_identically_and_filter(tmp_path):
         assert store.records(model='swin_s', w_bits=[4]) == [r for r in records if r['model'] == 'swin_s'
                                                              and r['w_bits'] == 4]
         assert len(store.records(since='2026-01-02')) == 4 and len(store.records(commit='bbb')) == 4
+        assert len(store.records(until='2026-01-01')) == 4  # the whole day (records at 00:00:00)
+        assert len(store.records(until='2026-01-01T00:00:00+00:00')) == 4
+        assert len(store.records(until='2025-12-31', since='2025-01-01')) == 0
         assert store.has_run(records[0]['config_hash'], '0123456789abcdef')
         assert not store.has_run(records[0]['config_hash'], None)
         with pytest.raises(ValueError, match="filter 'colour' is invalid"):
