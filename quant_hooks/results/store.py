@@ -70,7 +70,7 @@ class ResultStore:
     """The results store in one SQLite file (created on first use).
 
     Args:
-        path: the ``.sqlite`` file.
+        path: the ``.sqlite`` file (``':memory:'``: a temporary store in memory).
         timeout: seconds SQLite waits for another writer's lock before one attempt fails.
         retries: further attempts (with growing pauses) after a locked attempt, before :class:`StoreError`.
     """
@@ -91,8 +91,8 @@ class ResultStore:
                 if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
                     raise StoreError(f'results store {self.path!r} is corrupt or not a SQLite file (bad header); it '
                                      'was left untouched: restore it from a copy or give another path')
-        directory = osp.dirname(osp.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        if self.path != ':memory:':
+            os.makedirs(osp.dirname(osp.abspath(self.path)), exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             self._retry(self._init_schema, 'open')
@@ -106,7 +106,7 @@ class ResultStore:
     def _init_schema(self) -> None:
         conn = self._conn
         mode = conn.execute('PRAGMA journal_mode=WAL').fetchone()[0]
-        if mode.lower() != 'wal':
+        if mode.lower() != 'wal' and self.path != ':memory:':
             raise StoreError(f'results store {self.path!r}: cannot switch to WAL journal mode (got {mode!r})')
         conn.execute('PRAGMA synchronous=FULL')
         integrity = conn.execute('PRAGMA quick_check').fetchone()[0]

@@ -107,3 +107,11 @@ def test_parse_bits():
     assert [parse_bits(b) for b in ('4', 'W4A8', 'w6/a6', '8/4')] == [(4, 4), (4, 8), (6, 6), (8, 4)]
     with pytest.raises(ValueError, match="bits 'x4' are invalid"):
         parse_bits('x4')
+
+
+def test_leaderboard_of_a_jsonl_export(store_path, tmp_path):
+    with ResultStore(store_path) as store:
+        store.export_jsonl(tmp_path / 'all.jsonl')
+    paths = load_tool('leaderboard').main([str(tmp_path / 'all.jsonl'), '--out-dir', str(tmp_path / 'j'),
+                                           '--no-plots'])
+    assert Path(paths['csv']).read_text() == (DATA / 'leaderboard_fixture.csv').read_text()
