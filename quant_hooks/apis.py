@@ -8,7 +8,6 @@ import time
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
 from mmengine.runner import Runner
 
-from .evaluation import write_json_atomic
 from .utils.checkpoint import CheckpointError, load_checkpoint
 
 RANDOM_WEIGHTS_NOTE = ('no checkpoint given: the model has RANDOM weights, so its metrics are near zero and only '
@@ -21,12 +20,16 @@ class ConfigError(ValueError):
 
 def _user_errors():
     from .quantizers import QuantizerError
+    return (ConfigError, CheckpointError, QuantizerError, FileNotFoundError)
+
+
+def _results_errors():
     from .results import RecordError, StoreError
-    return (ConfigError, CheckpointError, QuantizerError, FileNotFoundError, StoreError, RecordError)
+    return (StoreError, RecordError)
 
 
 #: errors caused by the user's input: command-line tools print them without a traceback
-USER_ERRORS = _user_errors()
+USER_ERRORS = _user_errors() + _results_errors()
 
 
 def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
@@ -74,6 +77,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     store is configured (``store`` or the config key ``results_store``), appended to that results store. The
     config key ``results_extra`` (a dict) is kept in the record's ``extra`` field.
     """
+    from .evaluation import write_json_atomic
     from .results import ResultStore, build_record
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
