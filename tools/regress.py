@@ -1,12 +1,13 @@
 """Regression tracking: compare runs with a reference file or with the runs of a baseline commit.
 
-    # run what the reference lists (skipping runs already stored) and compare; exit 1 on a regression
-    python tools/regress.py check benchmarks/regression/reference.yaml [--store S] [--no-run] [--spread-k 2]
+    # run what the reference lists with the code as it is and compare; exit 1 on a regression
+    python tools/regress.py check benchmarks/regression/reference.yaml [--store S] [--reuse | --no-run]
+        [--spread-k 2]
 
     # measure a run and write its values into the reference (adds the entry, or re-measures an existing one)
     python tools/regress.py record benchmarks/regression/reference.yaml --name NAME [--config CONFIG]
         [--checkpoint CKPT] [--cfg-options k=v ...] [--seeds 0 1 2] [--metrics box_ap mask_ap]
-        [--tolerance 0.3 [box_ap=0.5 ...]] [--xfail box_ap="reason"] [--store S]
+        [--tolerance 0.3 [box_ap=0.5 ...]] [--xfail box_ap="reason"] [--store S] [--reuse]
 
     # compare the stored runs of the current commit with those of a baseline commit
     python tools/regress.py baseline --store S --baseline-commit SHA [--commit SHA] [--tolerance 0.3 ...]
@@ -50,7 +51,10 @@ def parse_args(argv=None):
     c.add_argument('reference')
     c.add_argument('--store', default=DEFAULT_STORE)
     c.add_argument('--work-dir', default='work_dirs/regress')
-    c.add_argument('--no-run', action='store_true', help='compare stored runs only; missing runs are MISSING')
+    c.add_argument('--no-run', action='store_true', help='compare stored runs only (the latest of each seed); '
+                   'missing runs are MISSING')
+    c.add_argument('--reuse', action='store_true', help='run only what is not stored for the current commit '
+                   '(clean checkout); default: run everything with the code as it is')
     c.add_argument('--spread-k', type=float, default=2.0, help='seed spreads a change must exceed (default 2)')
     r = sub.add_parser('record', help='measure a run and write its values into the reference')
     r.add_argument('reference')
@@ -64,6 +68,8 @@ def parse_args(argv=None):
     r.add_argument('--xfail', nargs='+', default=[], metavar='METRIC=REASON')
     r.add_argument('--store', default=DEFAULT_STORE)
     r.add_argument('--work-dir', default='work_dirs/regress')
+    r.add_argument('--reuse', action='store_true', help='take runs stored for the current commit (clean checkout) '
+                   'instead of running them again')
     b = sub.add_parser('baseline', help='compare the current commit\'s stored runs with a baseline commit\'s')
     b.add_argument('--store', required=True)
     b.add_argument('--baseline-commit', required=True)
@@ -84,16 +90,24 @@ def _options(items: list[str]) -> dict:
     return out
 
 
-def run_records(run: dict, store: ResultStore, work_dir: str, execute: bool) -> list[dict]:
-    """The stored records of a reference run (one per seed), running the missing seeds when ``execute``."""
+def run_records(run: dict, store: ResultStore, work_dir: str, mode: str) -> list[dict]:
+    """The records of a reference run (one per seed, the latest of each counts in the comparison).
+
+    ``mode``: ``run`` runs every seed now (the code as it is); ``reuse`` runs only seeds not stored for the
+    current commit with a clean checkout; ``stored`` runs nothing and takes what the store has.
+    """
+    from quant_hooks.results.provenance import git_state
     from quant_hooks.runs import build_run_config, repo_path, run_in_process, run_key, stored_runs
+    git = git_state()
     records = []
     for seed in run['seeds']:
         options = dict(run['options'], **{'quant_calibration.seed': seed, 'results_extra': dict(regress=run['name'])})
         cfg = build_run_config(run['config'], options, osp.join(work_dir, f'{run["name"]}_seed{seed}'))
         checkpoint = repo_path(run['checkpoint'])
         key = run_key(cfg, checkpoint)
-        if execute and not stored_runs(store, key, eval_float=True):
+        current = [r for r in stored_runs(store, key, eval_float=True)
+                   if git['commit'] and r['git'] == git and not git['dirty']]
+        if mode == 'run' or (mode == 'reuse' and not current):
             print(f'regress: running {run["name"]} seed {seed} (config hash {key[0]})', flush=True)
             run_in_process(cfg, checkpoint, True, store.path)
         records += stored_runs(store, key, eval_float=True)
@@ -103,7 +117,8 @@ def run_records(run: dict, store: ResultStore, work_dir: str, execute: bool) -> 
 def cmd_check(args) -> int:
     ref = load_reference(args.reference)
     with ResultStore(args.store) as store:
-        by_run = {run['name']: run_records(run, store, args.work_dir, not args.no_run) for run in ref['runs']}
+        mode = 'stored' if args.no_run else 'reuse' if args.reuse else 'run'
+        by_run = {run['name']: run_records(run, store, args.work_dir, mode) for run in ref['runs']}
     checks = compare_reference(ref, by_run, args.spread_k)
     print(format_checks(checks))
     return exit_status(checks)
@@ -123,7 +138,7 @@ def cmd_record(args) -> int:
                seeds=args.seeds or (old or {}).get('seeds') or [0], expect=[])
     old_expect = {e['metric']: e for e in (old or {}).get('expect', [])}
     with ResultStore(args.store) as store:
-        records = run_records(run, store, args.work_dir, True)
+        records = run_records(run, store, args.work_dir, 'reuse' if args.reuse else 'run')
     latest = list(latest_per_seed(records).values())
     if not latest:
         raise StoreError(f'no record of {args.name!r} in {args.store}')
