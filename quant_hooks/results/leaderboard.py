@@ -141,9 +141,11 @@ def format_stat(stat: Stat | None, decimals: int) -> str:
 def table_rows(rows: list[Row], task: str) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of one task's table, a float line before each model's quantized lines."""
     specs = [METRICS[n] for n in TASK_METRICS.get(task, ())] or _speed_specs(rows, task)
+    # a change-from-float column only where some row has a float value (SQNR and speed figures have none)
+    has_float = {s.name: any(s.name in r.float for r in rows if r.task == task) for s in specs}
     header = ['model', 'method', 'W/A', 'scope', 'seeds']
     for s in specs:
-        header += [s.label, f'Δ {s.label}']
+        header += [s.label] + ([f'Δ {s.label}'] if has_float[s.name] else [])
     lines = []
     floats = float_rows(rows)
     seen = set()
@@ -153,11 +155,13 @@ def table_rows(rows: list[Row], task: str) -> tuple[list[str], list[list[str]]]:
             seen.add(fkey)
             cells = [row.model, 'float', '-', row.scope, '-']
             for s in specs:
-                cells += [_num(floats[fkey].get(s.name), s.decimals), '-']
+                cells += [_num(floats[fkey].get(s.name), s.decimals)] + (['-'] if has_float[s.name] else [])
             lines.append(cells)
         cells = [row.model, row.method, f'W{row.w_bits}/A{row.a_bits}', row.scope, str(len(row.seeds))]
         for s in specs:
-            cells += [format_stat(row.quant.get(s.name), s.decimals), _signed(row.delta(s.name), s.decimals)]
+            cells.append(format_stat(row.quant.get(s.name), s.decimals))
+            if has_float[s.name]:
+                cells.append(_signed(row.delta(s.name), s.decimals))
         lines.append(cells)
     return header, lines
 

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from fake_records import leaderboard_fixture
+from fake_records import fake_record, leaderboard_fixture
 from tiny_runs import load_tool
 
 from quant_hooks.results import ResultStore
@@ -115,3 +115,12 @@ def test_leaderboard_of_a_jsonl_export(store_path, tmp_path):
     paths = load_tool('leaderboard').main([str(tmp_path / 'all.jsonl'), '--out-dir', str(tmp_path / 'j'),
                                            '--no-plots'])
     assert Path(paths['csv']).read_text() == (DATA / 'leaderboard_fixture.csv').read_text()
+
+
+def test_no_change_column_without_float_values():
+    records = [fake_record(model='vit', task='fidelity', seed=s, quant={'feature/sqnr_db': 20.0 + s,
+                                                                        'feature/cosine_mean': 0.99},
+                           float_={'feature/knn_top1': 50.0}) for s in range(2)]
+    header, lines = table_rows(aggregate(records), 'fidelity')
+    assert header == ['model', 'method', 'W/A', 'scope', 'seeds', 'SQNR dB', 'cosine', '1-NN top-1', 'Δ 1-NN top-1']
+    assert lines[1] == ['vit', 'MinMax', 'W8/A8', 'backbone', '2', '20.50 ± 0.71', '0.9900 ± 0.0000', '-', '-']
