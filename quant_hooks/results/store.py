@@ -289,6 +289,9 @@ class ResultStore:
                     f.write(json.dumps(r, sort_keys=True) + '\n')
                 f.flush()
                 os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
             os.replace(tmp, path)
         except BaseException:
             if osp.exists(tmp):
