@@ -54,10 +54,13 @@ class PTQMethod:
             a_bits=...)``; a site matches if its name matches a glob or it has one of the tags. Example: keep
             the first layer at 8 bits with ``dict(tags=['first'], w_bits=8, a_bits=8)``.
         float_roles: roles left in floating point (e.g. ``['post_softmax']``).
+        only: quantize only a subset, the rest stays in floating point: ``dict(roles=[roles], blocks=[globs])``;
+            a tensor is quantized if its role is in ``roles`` (when given) and its site's ``block`` (or name)
+            matches a glob or lies inside a listed block (when given). Used by ``tools/sensitivity.py``.
     """
 
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
-                 float_roles: Iterable[str] = ()):
+                 float_roles: Iterable[str] = (), only: dict | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -77,6 +80,31 @@ class PTQMethod:
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
+        self.only = self._check_only(only)
+
+    @staticmethod
+    def _check_only(only: dict | None) -> dict | None:
+        if not only:
+            return None
+        if not isinstance(only, dict) or set(only) - {'roles', 'blocks'}:
+            raise ValueError(f'only={only!r} is invalid: give a dict with the keys roles and/or blocks')
+        out = {k: [only[k]] if isinstance(only[k], str) else list(only[k]) for k in ('roles', 'blocks') if k in only}
+        bad = set(out.get('roles', ())) - set(Role.ALL)
+        if bad:
+            raise ValueError(f'only.roles {sorted(bad)} are invalid: allowed values are {Role.ALL}')
+        return out
+
+    def selects(self, site: QuantSite, role: str) -> bool:
+        """Whether ``only`` (if set) keeps the tensor of ``role`` at ``site`` quantized."""
+        if self.only is None:
+            return True
+        if 'roles' in self.only and role not in self.only['roles']:
+            return False
+        if 'blocks' in self.only:
+            unit = site.block or site.name
+            return any(fnmatch.fnmatch(unit, g) or unit.startswith(g + '.') or site.name.startswith(g + '.')
+                       for g in self.only['blocks'])
+        return True
 
     # -- assignment -----------------------------------------------------------------------------------------
     def bits_for(self, site: QuantSite) -> tuple[int, int]:
@@ -103,7 +131,7 @@ class PTQMethod:
             w_bits, a_bits = self.bits_for(site)
             built = {}
             for slot, role in site.roles.items():
-                if role in self.float_roles:
+                if role in self.float_roles or not self.selects(site, role):
                     built[slot] = None
                 elif role == Role.WEIGHT:
                     built[slot] = build_quantizer(resolve_config(self.weight_quantizer(site, w_bits), site, slot))
@@ -172,5 +200,8 @@ class PTQMethod:
         return {}
 
     def describe(self) -> dict:
-        return dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
-                    float_roles=list(self.float_roles))
+        out = dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
+                   float_roles=list(self.float_roles))
+        if self.only is not None:
+            out['only'] = self.only
+        return out
