@@ -239,3 +239,27 @@ def test_qhyvit_on_a_hybrid_records_bridges_and_keeps_grouped_convs_channel_wise
 def test_bad_recipe_settings_are_named(cfg, message):
     with pytest.raises((ConfigError, ValueError), match=message):
         build_method(cfg)
+
+
+def test_repq_state_round_trip_with_a_bias_added_to_a_layer_built_without_one(tmp_path):
+    """timm Swin's patch-merging reduction has no bias: the reparameterization adds one, and loading the state into
+    a fresh model adds it again."""
+    def swin():
+        torch.manual_seed(0)
+        return timm.create_model('swin_tiny_patch4_window7_224', img_size=56, depths=(1, 1), num_heads=(2, 4),
+                                 embed_dim=32, num_classes=10).eval()
+    x = torch.randn(4, 3, 56, 56, generator=torch.Generator().manual_seed(2))
+    model = swin()
+    sites, method, _ = quantize(model, TimmSwinAdapter(), x, dict(type='RepQViT', w_bits=4, a_bits=4))
+    assert 'layers.1.downsample.reduction.bias' in method.model_state_keys
+    with torch.no_grad():
+        want = model(x)
+    path = tmp_path / 'state.pth'
+    save_quantizer_state(model, str(path), model_keys=method.model_state_keys)
+    fresh = swin()
+    sites2 = TimmSwinAdapter().prepare(fresh)
+    assert fresh.get_submodule('layers.1.downsample.reduction').bias is None
+    build_method(dict(type='RepQViT', w_bits=4, a_bits=4)).assign(sites2)
+    load_quantizer_state(fresh, str(path))
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
