@@ -127,10 +127,12 @@ class QuantTimmAttention(ClassSwapMixin, Attention):
 
     qk_matmul: QuantMatMul
     av_matmul: QuantMatMul
+    #: run the explicit path even with quantization off (reconstruction records float attention maps)
+    force_explicit: bool = False
 
     def matmuls_active(self) -> bool:
-        """Whether a matmul quantizer is installed and enabled (or observing)."""
-        return any(q is not None and (q.enabled or q.observing)
+        """Whether a matmul quantizer is installed and enabled (or observing), or the explicit path is forced."""
+        return self.force_explicit or any(q is not None and (q.enabled or q.observing)
                    for mm in (self.qk_matmul, self.av_matmul) for q in (mm.a_quantizer, mm.b_quantizer))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):

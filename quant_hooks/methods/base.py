@@ -4,7 +4,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 
+from torch import nn
+
 from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits
+from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
 
 
@@ -36,10 +39,17 @@ class PTQMethod:
             a_bits=...)``; a site matches if its name matches a glob or it has one of the tags. Example: keep
             the first layer at 8 bits with ``dict(tags=['first'], w_bits=8, a_bits=8)``.
         float_roles: roles left in floating point (e.g. ``['post_softmax']``).
+        reconstruction: learned reconstruction after calibration, any recipe:
+            ``dict(unit='block', iters=..., ...)`` (see :class:`~quant_hooks.reconstruction.ReconstructionConfig`);
+            ``None``: none. With it, uniform weight quantizers are installed as AdaRound quantizers (identical
+            until reconstruction learns their rounding).
     """
 
+    #: a recipe's own reconstruction settings, under the ones given in the config (``None``: off by default)
+    default_reconstruction: dict | None = None
+
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
-                 float_roles: Iterable[str] = ()):
+                 float_roles: Iterable[str] = (), reconstruction: dict | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -55,6 +65,15 @@ class PTQMethod:
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
+        self.reconstruction = self._reconstruction_config(reconstruction)
+
+    def _reconstruction_config(self, given: dict | None) -> ReconstructionConfig | None:
+        if given is not None and not isinstance(given, dict):
+            raise ValueError(f'reconstruction={given!r} is invalid: allowed values are None or a dict of '
+                             'ReconstructionConfig settings')
+        if given is None and self.default_reconstruction is None:
+            return None
+        return ReconstructionConfig(**dict(self.default_reconstruction or {}, **(given or {})))
 
     # -- assignment -----------------------------------------------------------------------------------------
     def bits_for(self, site: QuantSite) -> tuple[int, int]:
@@ -81,10 +100,20 @@ class PTQMethod:
                 if role in self.float_roles:
                     built[slot] = None
                 elif role == Role.WEIGHT:
-                    built[slot] = build_quantizer(self.weight_quantizer(site, w_bits))
+                    built[slot] = build_quantizer(self._learnable_weight(self.weight_quantizer(site, w_bits)))
                 else:
                     built[slot] = build_quantizer(self.act_quantizer(site, slot, role, a_bits))
+            for q in built.values():  # learnable parts (AdaRound's rounding) start frozen: reconstruction thaws them
+                for p in q.parameters() if isinstance(q, nn.Module) else ():
+                    p.requires_grad_(False)
             site.module.set_quantizers(**{self._kwarg(site, slot): q for slot, q in built.items()})
+
+    def _learnable_weight(self, spec):
+        """With reconstruction on, a uniform weight quantizer config becomes AdaRound (same range, same result
+        until its rounding is learned)."""
+        if self.reconstruction is not None and isinstance(spec, dict) and spec.get('type') == 'uniform':
+            return dict(spec, type='adaround')
+        return spec
 
     @staticmethod
     def _kwarg(site, slot):
@@ -131,6 +160,18 @@ class PTQMethod:
         n = self.calibrate_activations(sites, run_calibration)
         return dict(calibration_batches=n)
 
+    def run(self, model: nn.Module, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
+        """What the hook calls: :meth:`quantize`, then reconstruction when configured (one place for every
+        recipe); returns the summary for the results file (``reconstruction``: schedule, per-unit times, errors
+        and peak memory)."""
+        summary = dict(self.quantize(sites, run_calibration))
+        if self.reconstruction is not None:
+            summary['reconstruction'] = reconstruct(model, sites, run_calibration, self.reconstruction)
+        return summary
+
     def describe(self) -> dict:
-        return dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
-                    float_roles=list(self.float_roles))
+        d = dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
+                 float_roles=list(self.float_roles))
+        if self.reconstruction is not None:
+            d['reconstruction'] = self.reconstruction.describe()
+        return d
