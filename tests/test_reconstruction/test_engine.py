@@ -168,3 +168,27 @@ def test_qdrop_recipe_defaults_and_overrides():
     assert MinMaxPTQ().reconstruction is None and 'reconstruction' not in MinMaxPTQ().describe()
     with pytest.raises(ValueError, match='reconstruction=5 is invalid'):
         MinMaxPTQ(reconstruction=5)
+
+
+def test_adaround_soft_mode_keeps_floor_only_while_weight_and_scale_are_unchanged():
+    torch.manual_seed(0)
+    w = torch.randn(6, 5)
+    q = AdaRoundQuantizer(bits=4)
+    q.observing = True
+    q(w)
+    q.freeze()
+    q.set_mode('soft')
+    q.alpha.requires_grad_(True)
+
+    def reference():
+        h = torch.clamp(torch.sigmoid(q.alpha) * 1.2 - 0.1, 0, 1)
+        return (torch.clamp(torch.floor(w / q.scale) + h + q.zero_point, 0, 15) - q.zero_point) * q.scale
+
+    assert torch.equal(q(w), reference())
+    with torch.no_grad():
+        q.alpha.add_(0.3)
+    assert torch.equal(q(w), reference())  # a step on the rounding variables reaches the output
+    q(w).sum().backward()
+    assert q.alpha.grad is not None and q.alpha.grad.abs().sum() > 0
+    w.mul_(1.5)  # an in-place change of the weight invalidates the kept floor
+    assert torch.equal(q(w), reference())
