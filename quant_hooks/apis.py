@@ -7,14 +7,11 @@ import os.path as osp
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
 from mmengine.runner import Runner
 
+from .errors import ConfigError
 from .utils.checkpoint import CheckpointError, load_checkpoint
 
 RANDOM_WEIGHTS_NOTE = ('no checkpoint given: the model has RANDOM weights, so its metrics are near zero and only '
                        'show that the pipeline runs; pass a trained checkpoint for meaningful numbers')
-
-
-class ConfigError(ValueError):
-    """A config file is missing or does not describe a quantized test run."""
 
 
 def _user_errors():

@@ -8,6 +8,9 @@ their own. Components are imported lazily from ``locations`` on first use.
 from mmengine import registry as mm
 from mmengine.registry import Registry
 
+from .errors import ConfigError
+from .quantizers.errors import QuantizerError
+
 HOOKS = Registry('hook', parent=mm.HOOKS, scope='quant_hooks', locations=['quant_hooks.hooks'])
 DATASETS = Registry('dataset', parent=mm.DATASETS, scope='quant_hooks', locations=['quant_hooks.datasets'])
 TRANSFORMS = Registry('transform', parent=mm.TRANSFORMS, scope='quant_hooks', locations=['quant_hooks.datasets'])
@@ -38,3 +41,23 @@ INFERENCERS = Registry('inferencer', parent=mm.INFERENCERS, scope='quant_hooks')
 QUANT_METHODS = Registry('quant method', scope='quant_hooks', locations=['quant_hooks.methods'])
 #: model adapters (``type='MMDetSwinAdapter'``, ...)
 MODEL_ADAPTERS = Registry('model adapter', scope='quant_hooks', locations=['quant_hooks.adapters'])
+
+
+def build_setting(registry: Registry, cfg: dict, key: str):
+    """Build ``cfg`` (the config key ``key``, e.g. ``quant_method``) from ``registry``.
+
+    Raises:
+        ConfigError: ``type`` is missing or not registered (the message lists the registered names), or the
+            component refuses an argument or a value (the message names ``key`` and the component's error).
+        QuantizerError: a quantizer setting (bits, granularity ...) is invalid.
+    """
+    registry.import_from_location()
+    kind = cfg.get('type') if isinstance(cfg, dict) else None
+    if not isinstance(kind, (str, type)) or (isinstance(kind, str) and registry.get(kind) is None):
+        raise ConfigError(f'{key}.type={kind!r} is invalid: allowed values are {sorted(registry.module_dict)}')
+    try:
+        return registry.build(dict(cfg))
+    except QuantizerError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f'{key} ({kind}): {e}') from e

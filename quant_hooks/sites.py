@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .layout import NCHW, TOKENS, WEIGHT, Layout
+
 
 class Role:
     """What a quantized tensor is; methods choose quantizers by these names."""
@@ -17,6 +19,7 @@ class Role:
     POST_LN = 'post_ln'  # output of a LayerNorm (qkv / fc1 / patch-merge inputs)
     POST_GELU = 'post_gelu'  # output of the MLP activation, the fc2 input (GELU; SiLU in MobileViT)
     POST_SOFTMAX = 'post_softmax'  # attention probabilities (attn@v left input)
+    ATTN_LOGITS = 'attn_logits'  # the softmax input of an attention (FQ-ViT's log-int-softmax sits here)
     Q = 'q'
     K = 'k'
     V = 'v'
@@ -24,7 +27,7 @@ class Role:
     GENERIC = 'generic'  # any other activation (conv stages, necks, heads)
     WEIGHT = 'weight'
 
-    ALL = (EMBED, POST_LN, POST_GELU, POST_SOFTMAX, Q, K, V, ATTN_OUT, GENERIC, WEIGHT)
+    ALL = (EMBED, POST_LN, POST_GELU, POST_SOFTMAX, ATTN_LOGITS, Q, K, V, ATTN_OUT, GENERIC, WEIGHT)
 
 
 #: site kinds and the quantizer slots each has
@@ -34,6 +37,30 @@ SLOTS = {
     'matmul': ('a', 'b'),
     'act': ('input', ),
 }
+
+#: slot layouts an adapter need not declare: linear inputs are tokens, conv inputs NCHW, weights [out, in, ...]
+DEFAULT_LAYOUTS = {
+    'linear': {'input': TOKENS, 'weight': WEIGHT},
+    'conv': {'input': NCHW, 'weight': WEIGHT},
+}
+
+
+@dataclass
+class NormInfo:
+    """The normalisation layer whose output is a site's input (reparameterizations fold scales into it).
+
+    Args:
+        name: its module path in the model.
+        module: the normalisation module (a LayerNorm for the transformer sites).
+        pad_owner: the module path of the block that pads the normalised grid before the site (window attention);
+            it has a ``pad_value`` buffer to set. Empty when nothing pads.
+        pad_module: that block.
+    """
+
+    name: str
+    module: nn.Module
+    pad_owner: str = ''
+    pad_module: nn.Module | None = None
 
 
 @dataclass
@@ -47,6 +74,10 @@ class QuantSite:
         roles: slot -> role, e.g. ``{'input': 'post_ln', 'weight': 'weight'}`` or ``{'a': 'q', 'b': 'k'}``.
         block: the enclosing module reconstructed as one unit (an attention or MLP module), if any.
         tags: extra labels: ``first`` / ``last`` layer, ``bridge`` (hybrid hand-over), ``backbone`` ...
+        norm: the normalisation feeding the ``input`` slot, where the adapter knows it (:class:`NormInfo`).
+        layouts: slot -> :class:`~quant_hooks.layout.Layout` of the slot's tensor. Linear and conv slots default to
+            tokens / NCHW inputs and ``[out, in, ...]`` weights; the adapter declares matmul and act slots (a slot
+            without a layout takes per-tensor granularity only).
     """
 
     name: str
@@ -55,6 +86,8 @@ class QuantSite:
     roles: dict[str, str]
     block: str = ''
     tags: frozenset[str] = field(default_factory=frozenset)
+    layouts: dict[str, Layout] = field(default_factory=dict)
+    norm: NormInfo | None = None
 
     def __post_init__(self):
         if self.kind not in SLOTS:
@@ -68,6 +101,17 @@ class QuantSite:
                 raise ValueError(f'site {self.name}: role {role!r} of slot {slot!r} is invalid: '
                                  f'allowed values are {Role.ALL}')
         self.tags = frozenset(self.tags)
+        layouts = dict(DEFAULT_LAYOUTS.get(self.kind, {}))
+        layouts.update(self.layouts)
+        bad = set(layouts) - set(SLOTS[self.kind])
+        if bad:
+            raise ValueError(f'site {self.name}: layouts given for slots {sorted(bad)} that do not exist for kind '
+                             f'{self.kind!r}: allowed slots are {SLOTS[self.kind]}')
+        self.layouts = layouts
+
+    def layout(self, slot: str) -> Layout | None:
+        """The declared layout of ``slot`` (``None`` when the adapter declared none)."""
+        return self.layouts.get(slot)
 
     def quantizers(self) -> dict:
         """slot -> the quantizer installed there (or None)."""

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..nn import QuantConv2d, QuantLinear, QuantMatMul
+from ..nn import QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax
 from ..reconstruction.capture import StopForward
 from ..sites import QuantSite, Role
 
@@ -60,10 +60,12 @@ class ClassSwapMixin:
     Declared as ``class QuantX(ClassSwapMixin, X)`` with a forward that routes products through the added
     quantization blocks; :meth:`convert` turns an ``X`` into a ``QuantX`` keeping its parameters, buffers and
     state-dict keys, and adds ``added_modules`` (default: the ``qk_matmul`` and ``av_matmul`` sites of an
-    attention module), each named ``<module name>.<attribute>``.
+    attention module and its ``attn_softmax``, whose input is the attention logits), each named
+    ``<module name>.<attribute>``.
     """
 
-    added_modules: dict[str, type] = {'qk_matmul': QuantMatMul, 'av_matmul': QuantMatMul}
+    added_modules: dict[str, type] = {'qk_matmul': QuantMatMul, 'attn_softmax': QuantSoftmax,
+                                      'av_matmul': QuantMatMul}
 
     @classmethod
     def float_class(cls) -> type:

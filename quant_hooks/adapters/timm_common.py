@@ -6,8 +6,9 @@ import torch
 from timm.layers.attention import Attention, maybe_add_mask, resolve_self_attn_mask
 from torch import nn
 
-from ..nn import QuantAct, QuantConv2d, QuantLinear, QuantMatMul
-from ..sites import QuantSite, Role
+from ..layout import AV_LAYOUTS, HEADS, QK_LAYOUTS, Layout
+from ..nn import QuantAct, QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax
+from ..sites import NormInfo, QuantSite, Role
 from .base import (KINDS, ClassSwapMixin, ModelAdapter, is_plain_conv2d, is_plain_linear,
                    wrap_linear_or_conv)
 
@@ -47,16 +48,28 @@ class SiteCollector:
         self.sites.append(site)
         return site
 
-    def matmul(self, name: str, module: QuantMatMul, a: str, b: str, block: str = '', tags=()) -> QuantSite:
+    def matmul(self, name: str, module: QuantMatMul, a: str, b: str, block: str = '', tags=(),
+               layouts: dict[str, Layout] | None = None) -> QuantSite:
+        """A matmul site; ``layouts`` of its operands default to q@kᵀ's when ``b`` is the key, else attn@v's."""
+        if layouts is None:
+            layouts = QK_LAYOUTS if b == Role.K else AV_LAYOUTS
         site = QuantSite(self.full(name), 'matmul', module, {'a': a, 'b': b}, self.full(block) if block else '',
-                         tags)
+                         tags, layouts)
         self.sites.append(site)
         return site
 
-    def act(self, name: str, module: QuantAct, role: str, block: str = '', tags=()) -> QuantSite:
-        site = QuantSite(self.full(name), 'act', module, {'input': role}, self.full(block) if block else '', tags)
+    def act(self, name: str, module: QuantAct, role: str, block: str = '', tags=(),
+            layout: Layout | None = None) -> QuantSite:
+        site = QuantSite(self.full(name), 'act', module, {'input': role}, self.full(block) if block else '', tags,
+                         {'input': layout} if layout is not None else {})
         self.sites.append(site)
         return site
+
+    def attention(self, name: str, attn: nn.Module, tags=()) -> None:
+        """The q@kᵀ, softmax and attn@v sites of a class-swapped attention module at ``name``."""
+        self.matmul(f'{name}.qk_matmul', attn.qk_matmul, Role.Q, Role.K, name, tags)
+        self.act(f'{name}.attn_softmax', attn.attn_softmax, Role.ATTN_LOGITS, name, tags, HEADS)
+        self.matmul(f'{name}.av_matmul', attn.av_matmul, Role.POST_SOFTMAX, Role.V, name, tags)
 
     def generic(self, root: str, block: str = '', tags=(), skip=()) -> list[QuantSite]:
         """Every Linear / Conv2d under ``root`` (not under a name in ``skip``) as a generic site."""
@@ -70,6 +83,15 @@ class SiteCollector:
             if isinstance(m, (QuantLinear, QuantConv2d)) or is_plain_linear(m) or is_plain_conv2d(m):
                 added.append(self.layer(name, Role.GENERIC, block or root, tags))
         return added
+
+    def set_norm(self, site_name: str, norm_name: str, pad_owner: str = '') -> None:
+        """Record that the normalisation ``norm_name`` feeds the input of the site ``site_name``, padded by the
+        block ``pad_owner`` if given (names relative to the timm network)."""
+        full = self.full(site_name)
+        site = next(s for s in self.sites if s.name == full)
+        pad = self.full(pad_owner) if pad_owner else ''
+        site.norm = NormInfo(self.full(norm_name), self.model.get_submodule(self.full(norm_name)), pad,
+                             self.model.get_submodule(pad) if pad else None)
 
     def unclaimed(self) -> list[str]:
         """Linear / Conv2d modules of the network that no site covers (names relative to the network)."""
@@ -117,23 +139,27 @@ class TimmAdapter(ModelAdapter):
 
 
 class QuantTimmAttention(ClassSwapMixin, Attention):
-    """timm's ``Attention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
+    """timm's ``Attention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites and the softmax as a
+    :class:`QuantSoftmax` site.
 
-    With a matmul quantizer active (enabled or observing) it runs timm's explicit path with the two products as
-    sites: ``q`` is scaled before q@kᵀ (the ``q`` role sees ``q·d^-1/2``), and the softmax output is attn@v's
-    left operand. Otherwise it is timm's own forward, fused kernel included where the module enables it
+    With a quantizer of these sites active (enabled or observing) it runs timm's explicit path with the two
+    products and the softmax as sites: ``q`` is scaled before q@kᵀ (the ``q`` role sees ``q·d^-1/2``), the logits
+    enter the softmax site, and the softmax output is attn@v's left operand. Otherwise it is timm's own forward, fused kernel included where the module enables it
     (``fused_attn``), so a model with quantization off computes bit for bit what the float model computes.
     """
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
     #: run the explicit path even with quantization off (reconstruction records float attention maps)
     force_explicit: bool = False
 
     def matmuls_active(self) -> bool:
-        """Whether a matmul quantizer is installed and enabled (or observing), or the explicit path is forced."""
-        return self.force_explicit or any(q is not None and (q.enabled or q.observing)
-                   for mm in (self.qk_matmul, self.av_matmul) for q in (mm.a_quantizer, mm.b_quantizer))
+        """Whether a quantizer of the matmul or softmax sites is installed and enabled (or observing), or the
+        explicit path is forced."""
+        quantizers = (self.qk_matmul.a_quantizer, self.qk_matmul.b_quantizer, self.av_matmul.a_quantizer,
+                      self.av_matmul.b_quantizer, self.attn_softmax.quantizer)
+        return self.force_explicit or any(q is not None and (q.enabled or q.observing) for q in quantizers)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
         if not self.matmuls_active():
@@ -147,7 +173,7 @@ class QuantTimmAttention(ClassSwapMixin, Attention):
         attn = self.qk_matmul(q, k.transpose(-2, -1))
         attn_bias = resolve_self_attn_mask(N, attn, attn_mask, is_causal)
         attn = maybe_add_mask(attn, attn_bias)
-        attn = attn.softmax(dim=-1)
+        attn = self.attn_softmax(attn)
         attn = self.attn_drop(attn)
         x = self.av_matmul(attn, v)
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
@@ -160,13 +186,12 @@ class QuantTimmAttention(ClassSwapMixin, Attention):
 
 
 def attention_sites(col: SiteCollector, name: str, attn: nn.Module, tags=()) -> None:
-    """Sites of a timm ``Attention`` at ``name``: qkv (and gate) post-LN, q@kᵀ, attn@v, proj."""
+    """Sites of a timm ``Attention`` at ``name``: qkv (and gate) post-LN, q@kᵀ, softmax logits, attn@v, proj."""
     attn = QuantTimmAttention.convert(attn, col.full(name))
     col.layer(f'{name}.qkv', Role.POST_LN, name, tags)
     if attn.gate is not None:
         col.layer(f'{name}.gate', Role.POST_LN, name, tags)
-    col.matmul(f'{name}.qk_matmul', attn.qk_matmul, Role.Q, Role.K, name, tags)
-    col.matmul(f'{name}.av_matmul', attn.av_matmul, Role.POST_SOFTMAX, Role.V, name, tags)
+    col.attention(name, attn, tags)
     proj_role = Role.ATTN_OUT if isinstance(attn.norm, nn.Identity) else Role.POST_LN
     col.layer(f'{name}.proj', proj_role, name, tags)
 
@@ -182,11 +207,18 @@ def mlp_sites(col: SiteCollector, name: str, mlp: nn.Module, tags=()) -> None:
     col.layer(f'{name}.fc2', fc2_role, name, tags)
 
 
-def transformer_block_sites(col: SiteCollector, name: str, block: nn.Module, tags=()) -> None:
-    """Sites of a timm pre-norm transformer ``Block`` (norm1 → attn, norm2 → mlp)."""
+def transformer_block_sites(col: SiteCollector, name: str, block: nn.Module, tags=(),
+                            pad_owner: str = '') -> None:
+    """Sites of a timm pre-norm transformer ``Block`` (norm1 → attn, norm2 → mlp), with the norms recorded as
+    the inputs of qkv (and gate) and fc1; the module ``pad_owner`` (a name) pads the ``norm1`` output before the
+    attention."""
     for attr in ('attn', 'mlp', 'norm1', 'norm2'):
         if not hasattr(block, attr):
             raise TypeError(f'{col.full(name)}: expected a timm transformer Block with {attr}, got '
                             f'{type(block).__name__}')
     attention_sites(col, f'{name}.attn', block.attn, tags)
     mlp_sites(col, f'{name}.mlp', block.mlp, tags)
+    col.set_norm(f'{name}.attn.qkv', f'{name}.norm1', pad_owner)
+    if getattr(block.attn, 'gate', None) is not None:
+        col.set_norm(f'{name}.attn.gate', f'{name}.norm1', pad_owner)
+    col.set_norm(f'{name}.mlp.fc1', f'{name}.norm2')

@@ -18,7 +18,8 @@ from timm.models.mobilevit import LinearSelfAttention, MobileVitBlock, MobileVit
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..nn import QuantAct, QuantMatMul
+from ..layout import HEADS, NCHW
+from ..nn import QuantAct, QuantMatMul, QuantSoftmax
 from ..registry import MODEL_ADAPTERS
 from ..sites import QuantSite, Role
 from .base import KINDS, ClassSwapMixin
@@ -76,12 +77,14 @@ class UnitBuilder:
 class QuantLinearSelfAttention(ClassSwapMixin, LinearSelfAttention):
     """MobileViT v2's separable self-attention with its operands as :class:`QuantAct` sites.
 
-    The context vector is ``Σ_N key · softmax(query)``: the softmax scores (``score_act``, post-softmax) and the
-    keys (``key_act``) are quantized before that product, like the operands of attn@v. Exact float computation
-    without quantizers.
+    The context vector is ``Σ_N key · softmax(query)``: the query scores enter the softmax site
+    (``attn_softmax``, attention logits), and the softmax scores (``score_act``, post-softmax) and the keys
+    (``key_act``) are quantized before that product, like the operands of attn@v. Exact float computation without
+    quantizers.
     """
 
-    added_modules = {'score_act': QuantAct, 'key_act': QuantAct}
+    added_modules = {'attn_softmax': QuantSoftmax, 'score_act': QuantAct, 'key_act': QuantAct}
+    attn_softmax: QuantSoftmax
     score_act: QuantAct
     key_act: QuantAct
 
@@ -90,7 +93,7 @@ class QuantLinearSelfAttention(ClassSwapMixin, LinearSelfAttention):
             raise NotImplementedError('QuantLinearSelfAttention quantizes self-attention only (x_prev must be None)')
         qkv = self.qkv_proj(x)
         query, key, value = qkv.split([1, self.embed_dim, self.embed_dim], dim=1)
-        context_scores = F.softmax(query, dim=-1)
+        context_scores = self.attn_softmax(query)
         context_scores = self.attn_drop(context_scores)
         context_scores = self.score_act(context_scores)
         context_vector = (self.key_act(key) * context_scores).sum(dim=-1, keepdim=True)
@@ -104,6 +107,7 @@ class QuantEfficientFormerAttention(ClassSwapMixin, eff1.Attention):
     """EfficientFormer v1 token attention with q@kᵀ and attn@v as sites (scale applied after q@kᵀ)."""
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
 
     def forward(self, x):
@@ -113,16 +117,17 @@ class QuantEfficientFormerAttention(ClassSwapMixin, eff1.Attention):
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
         attn = self.qk_matmul(q, k.transpose(-2, -1)) * self.scale
         attn = attn + self.get_attention_biases(x.device)
-        attn = attn.softmax(dim=-1)
+        attn = self.attn_softmax(attn)
         x = self.av_matmul(attn, v).transpose(1, 2).reshape(B, N, self.val_attn_dim)
         x = self.proj(x)
         return x
 
 
 class QuantAttention2d(ClassSwapMixin, eff2.Attention2d):
-    """EfficientFormer v2 attention on NCHW maps (talking heads) with q@k and attn@v as sites."""
+    """EfficientFormer v2 attention on NCHW maps (talking heads) with q@k, the softmax and attn@v as sites."""
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
 
     def forward(self, x):
@@ -137,7 +142,7 @@ class QuantAttention2d(ClassSwapMixin, eff2.Attention2d):
         attn = self.qk_matmul(q, k) * self.scale
         attn = attn + self.get_attention_biases(x.device)
         attn = self.talking_head1(attn)
-        attn = attn.softmax(dim=-1)
+        attn = self.attn_softmax(attn)
         attn = self.talking_head2(attn)
         x = self.av_matmul(attn, v).transpose(2, 3)
         x = x.reshape(B, self.dh, self.resolution[0], self.resolution[1]) + v_local
@@ -149,9 +154,11 @@ class QuantAttention2d(ClassSwapMixin, eff2.Attention2d):
 
 
 class QuantAttention2dDownsample(ClassSwapMixin, eff2.Attention2dDownsample):
-    """EfficientFormer v2 downsampling attention (queries on the strided grid) with its matmuls as sites."""
+    """EfficientFormer v2 downsampling attention (queries on the strided grid) with its matmuls and softmax as
+    sites."""
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
 
     def forward(self, x):
@@ -163,7 +170,7 @@ class QuantAttention2dDownsample(ClassSwapMixin, eff2.Attention2dDownsample):
         v = v.reshape(B, self.num_heads, -1, self.N).permute(0, 1, 3, 2)
         attn = self.qk_matmul(q, k) * self.scale
         attn = attn + self.get_attention_biases(x.device)
-        attn = attn.softmax(dim=-1)
+        attn = self.attn_softmax(attn)
         x = self.av_matmul(attn, v).transpose(2, 3)
         x = x.reshape(B, self.dh, self.resolution2[0], self.resolution2[1]) + v_local
         x = self.act(x)
@@ -208,8 +215,9 @@ def _mobilevit_units(ub: UnitBuilder, net: ByobNet, first_conv: str) -> None:
                     attn = QuantLinearSelfAttention.convert(tblock.attn, col.full(f'{tname}.attn'))
                     a = f'{tname}.attn'
                     col.layer(f'{a}.qkv_proj', Role.POST_LN, a)
+                    col.act(f'{a}.attn_softmax', attn.attn_softmax, Role.ATTN_LOGITS, a)  # [B, 1, P, N]
                     col.act(f'{a}.score_act', attn.score_act, Role.POST_SOFTMAX, a)
-                    col.act(f'{a}.key_act', attn.key_act, Role.K, a)
+                    col.act(f'{a}.key_act', attn.key_act, Role.K, a, layout=NCHW)  # [B, C, P, N]
                     col.layer(f'{a}.out_proj', Role.ATTN_OUT, a)
                     mlp_sites(col, f'{tname}.mlp', tblock.mlp)
                 ub.end(tname, TRANSFORMER)
@@ -239,10 +247,11 @@ def _efficientformer_units(ub: UnitBuilder, net: eff1.EfficientFormer, first_con
             attn = QuantEfficientFormerAttention.convert(block.token_mixer, col.full(f'{name}.token_mixer'))
             a = f'{name}.token_mixer'
             col.layer(f'{a}.qkv', Role.POST_LN, a)
-            col.matmul(f'{a}.qk_matmul', attn.qk_matmul, Role.Q, Role.K, a)
-            col.matmul(f'{a}.av_matmul', attn.av_matmul, Role.POST_SOFTMAX, Role.V, a)
+            col.attention(a, attn)
             col.layer(f'{a}.proj', Role.ATTN_OUT, a)
             mlp_sites(col, f'{name}.mlp', block.mlp)
+            col.set_norm(f'{a}.qkv', f'{name}.norm1')
+            col.set_norm(f'{name}.mlp.fc1', f'{name}.norm2')
             ub.end(name, TRANSFORMER)
 
 
@@ -259,13 +268,14 @@ def _attention2d_sites(col: SiteCollector, a: str, attn: nn.Module) -> None:
     col.generic(f'{a}.k', a)
     col.generic(f'{a}.v', a)
     col.generic(f'{a}.v_local', a)
-    col.matmul(f'{a}.qk_matmul', attn.qk_matmul, Role.Q, Role.K, a)
     if isinstance(attn, QuantAttention2d):
+        col.matmul(f'{a}.qk_matmul', attn.qk_matmul, Role.Q, Role.K, a)
         col.layer(f'{a}.talking_head1', Role.GENERIC, a)
+        col.act(f'{a}.attn_softmax', attn.attn_softmax, Role.ATTN_LOGITS, a, layout=HEADS)
         col.layer(f'{a}.talking_head2', Role.POST_SOFTMAX, a)  # its input is the softmax output
         col.matmul(f'{a}.av_matmul', attn.av_matmul, Role.GENERIC, Role.V, a)  # head-mixed probabilities
     else:
-        col.matmul(f'{a}.av_matmul', attn.av_matmul, Role.POST_SOFTMAX, Role.V, a)
+        col.attention(a, attn)
     col.layer(f'{a}.proj.conv', Role.POST_GELU, a)  # proj takes act(attn@v + v_local)
 
 

@@ -5,7 +5,7 @@ import torch
 from timm.models.swin_transformer import PatchMerging, SwinTransformer, WindowAttention
 from torch import nn
 
-from ..nn import QuantMatMul
+from ..nn import QuantMatMul, QuantSoftmax
 from ..registry import MODEL_ADAPTERS
 from ..sites import Role
 from .base import ClassSwapMixin
@@ -13,12 +13,14 @@ from .timm_common import SiteCollector, TimmAdapter, mlp_sites, unwrap_timm
 
 
 class QuantTimmWindowAttention(ClassSwapMixin, WindowAttention):
-    """timm's ``WindowAttention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites.
+    """timm's ``WindowAttention`` with q@kᵀ and attn@v as :class:`QuantMatMul` sites and the softmax (after the
+    relative position bias and the shift mask) as a :class:`QuantSoftmax` site.
 
-    Computes exactly the unfused path of ``WindowAttention.forward`` when the matmuls hold no quantizer.
+    Computes exactly the unfused path of ``WindowAttention.forward`` when the sites hold no quantizer.
     """
 
     qk_matmul: QuantMatMul
+    attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -32,7 +34,7 @@ class QuantTimmWindowAttention(ClassSwapMixin, WindowAttention):
             num_win = mask.shape[0]
             attn = attn.view(-1, num_win, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, N, N)
-        attn = self.softmax(attn)
+        attn = self.attn_softmax(attn)
         attn = self.attn_drop(attn)
         x = self.av_matmul(attn, v)
         x = x.transpose(1, 2).reshape(B_, N, -1)
@@ -46,8 +48,8 @@ class TimmSwinAdapter(TimmAdapter):
     """Sites of a timm ``SwinTransformer``, in network order.
 
     The patch-embedding conv (image input, tagged ``first``); per stage: the patch-merging reduction (post-LN;
-    timm merges at the start of stages 1..3), then per block: qkv (post-LN), q@kᵀ (q, k), attn@v (post-softmax,
-    v), proj (attention output), fc1 (post-LN), fc2 (post-GELU); the classifier ``head.fc`` (generic, tagged
+    timm merges at the start of stages 1..3), then per block: qkv (post-LN), q@kᵀ (q, k), the softmax logits,
+    attn@v (post-softmax, v), proj (attention output), fc1 (post-LN), fc2 (post-GELU); the classifier ``head.fc`` (generic, tagged
     ``last``). Window attentions and MLPs are the reconstruction blocks.
 
     Args:
@@ -64,14 +66,17 @@ class TimmSwinAdapter(TimmAdapter):
         for i, stage in enumerate(net.layers):
             if isinstance(stage.downsample, PatchMerging):
                 col.layer(f'layers.{i}.downsample.reduction', Role.POST_LN, f'layers.{i}.downsample')
+                col.set_norm(f'layers.{i}.downsample.reduction', f'layers.{i}.downsample.norm')
             for j, block in enumerate(stage.blocks):
                 b = f'layers.{i}.blocks.{j}'
                 attn = QuantTimmWindowAttention.convert(block.attn, col.full(f'{b}.attn'))
                 col.layer(f'{b}.attn.qkv', Role.POST_LN, f'{b}.attn')
-                col.matmul(f'{b}.attn.qk_matmul', attn.qk_matmul, Role.Q, Role.K, f'{b}.attn')
-                col.matmul(f'{b}.attn.av_matmul', attn.av_matmul, Role.POST_SOFTMAX, Role.V, f'{b}.attn')
+                col.attention(f'{b}.attn', attn)
                 col.layer(f'{b}.attn.proj', Role.ATTN_OUT, f'{b}.attn')
                 mlp_sites(col, f'{b}.mlp', block.mlp)
+                # timm pads the grid only where the resolution is not a multiple of the window (not at 224)
+                col.set_norm(f'{b}.attn.qkv', f'{b}.norm1')
+                col.set_norm(f'{b}.mlp.fc1', f'{b}.norm2')
         fc = getattr(net.head, 'fc', None)
         if isinstance(fc, nn.Linear):
             col.layer('head.fc', Role.GENERIC, 'head', {'last'})

@@ -27,5 +27,5 @@ class ViTDetAdapter(MMDetDetectorAdapter):
         col = SiteCollector(model, 'backbone.')
         col.layer('patch_embed.proj', Role.EMBED, 'patch_embed', {'first', 'backbone'})
         for i, block in enumerate(backbone.blocks):
-            transformer_block_sites(col, f'blocks.{i}', block, {'backbone'})
+            transformer_block_sites(col, f'blocks.{i}', block, {'backbone'}, f'blocks.{i}' if block.window_size else '')
         return col.sites

@@ -14,7 +14,7 @@ from ..adapters import run_batches
 from ..calibration import build_calibration_loader
 from ..evaluation import write_json_atomic
 from ..evaluation.feature_fidelity import PHASE_KEY
-from ..registry import HOOKS, MODEL_ADAPTERS, QUANT_METHODS
+from ..registry import HOOKS, MODEL_ADAPTERS, QUANT_METHODS, build_setting
 from ..sites import count_kinds, count_roles
 from ..state import broadcast_quantizer_state, load_quantizer_state, save_quantizer_state
 
@@ -82,8 +82,8 @@ class PTQHook(Hook):
         from ..calibration import CalibrationConfig
         s = self.settings(runner)
         with DefaultScope.overwrite_default_scope('quant_hooks'):
-            MODEL_ADAPTERS.build(s['adapter'])
-            QUANT_METHODS.build(s['method'])
+            build_setting(MODEL_ADAPTERS, s['adapter'], 'quant_adapter')
+            build_setting(QUANT_METHODS, s['method'], 'quant_method')
         if not self.load_state:
             CalibrationConfig(**self._calibration(s))
 
@@ -106,8 +106,8 @@ class PTQHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         model.eval()
         with DefaultScope.overwrite_default_scope('quant_hooks'):
-            self.adapter = MODEL_ADAPTERS.build(s['adapter'])
-            self.method = QUANT_METHODS.build(s['method'])
+            self.adapter = build_setting(MODEL_ADAPTERS, s['adapter'], 'quant_adapter')
+            self.method = build_setting(QUANT_METHODS, s['method'], 'quant_method')
         sites = self.adapter.prepare(model)
         start = time.perf_counter()
         if self.load_state:
@@ -131,7 +131,8 @@ class PTQHook(Hook):
                            f'by kind {count_kinds(sites)}')
         if self.save_state and not self.load_state and is_main_process():
             path = osp.join(runner.work_dir, self.save_state)
-            save_quantizer_state(model, path, meta=dict(method=self.record['method'], calibration=calib))
+            save_quantizer_state(model, path, meta=dict(method=self.record['method'], calibration=calib),
+                                 model_keys=self.method.model_state_keys)
             self.record['state_file'] = path
 
     def after_test_epoch(self, runner, metrics=None) -> None:

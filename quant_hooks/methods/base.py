@@ -6,9 +6,27 @@ from collections.abc import Callable, Iterable, Iterator
 
 from torch import nn
 
+from ..layout import resolve_granularity
 from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits
 from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
+
+#: config keys holding a nested quantizer config (its granularity is resolved against the same slot)
+NESTED_QUANTIZER_KEYS = ('quantizer', 'logit_quantizer')
+
+
+def resolve_config(cfg, site: QuantSite, slot: str):
+    """A quantizer config whose ``granularity`` meanings (``per_token``, ``per_channel``, ``per_head`` ...) are
+    made concrete for ``slot`` of ``site`` from the slot's declared layout (nested quantizer configs too)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    out = dict(cfg)
+    if 'granularity' in out:
+        out['granularity'] = resolve_granularity(out['granularity'], site.layout(slot), f'{site.name}:{slot}')
+    for key in NESTED_QUANTIZER_KEYS:
+        if isinstance(out.get(key), dict):
+            out[key] = resolve_config(out[key], site, slot)
+    return out
 
 
 def iter_quantizers(sites: Iterable[QuantSite], weights: bool | None = None) -> Iterator[tuple[QuantSite, str,
@@ -62,6 +80,8 @@ class PTQMethod:
                 if key in o:
                     check_bits(o[key], f'overrides.{key}')
         self.float_roles = tuple(float_roles)
+        #: entries of the model's state dict this method rewrote (saved with the quantizer state)
+        self.model_state_keys: list[str] = []
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
@@ -86,9 +106,12 @@ class PTQMethod:
         return w_bits, a_bits
 
     def weight_quantizer(self, site: QuantSite, bits: int) -> dict | Quantizer | None:
+        """The weight quantizer of ``site`` (a config or instance; ``None`` leaves the weight in float).
+        Granularities are given by meaning (``per_channel`` = per output channel) and resolved per slot."""
         raise NotImplementedError
 
     def act_quantizer(self, site: QuantSite, slot: str, role: str, bits: int) -> dict | Quantizer | None:
+        """The quantizer of an activation slot (``None``: float), granularity by meaning as above."""
         raise NotImplementedError
 
     def assign(self, sites: list[QuantSite]) -> None:
@@ -100,9 +123,11 @@ class PTQMethod:
                 if role in self.float_roles:
                     built[slot] = None
                 elif role == Role.WEIGHT:
-                    built[slot] = build_quantizer(self._learnable_weight(self.weight_quantizer(site, w_bits)))
+                    spec = self._learnable_weight(self.weight_quantizer(site, w_bits))
+                    built[slot] = build_quantizer(resolve_config(spec, site, slot))
                 else:
-                    built[slot] = build_quantizer(self.act_quantizer(site, slot, role, a_bits))
+                    cfg = self.act_quantizer(site, slot, role, a_bits)
+                    built[slot] = build_quantizer(resolve_config(cfg, site, slot))
             for q in built.values():  # learnable parts (AdaRound's rounding) start frozen: reconstruction thaws them
                 for p in q.parameters() if isinstance(q, nn.Module) else ():
                     p.requires_grad_(False)
@@ -158,7 +183,11 @@ class PTQMethod:
         self.assign(sites)
         self.calibrate_weights(sites)
         n = self.calibrate_activations(sites, run_calibration)
-        return dict(calibration_batches=n)
+        return dict(calibration_batches=n, **self.finish(sites, run_calibration))
+
+    def finish(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
+        """Steps after calibration (reparameterization, searches); returns facts for the results file."""
+        return {}
 
     def run(self, model: nn.Module, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
         """What the hook calls: :meth:`quantize`, then reconstruction when configured (one place for every

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..registry import QUANT_METHODS
-from ..sites import QuantSite
+from ..sites import QuantSite, Role
 from .base import PTQMethod
 
 
@@ -11,8 +11,12 @@ class UniformPTQ(PTQMethod):
 
     Args:
         range_method: ``minmax``, ``percentile`` or ``mse`` (see ``UniformQuantizer``).
-        w_granularity: weight granularity; ``per_channel`` means per output channel (axis 0).
-        a_granularity: activation granularity (``per_tensor``, ``per_token``, ``per_channel`` ...).
+        w_granularity: weight granularity; ``per_channel`` means per output channel.
+        a_granularity: activation granularity by meaning (``per_tensor``, ``per_token``, ``per_token_static``,
+            ``per_channel``, ``per_head``), resolved against each slot's layout: ``per_channel`` is the channel
+            axis of a token input, of an NCHW conv input and of kᵀ alike; a meaning a slot has no axis for (per
+            head on a linear input) fails naming the site. The attention logits stay in float (the softmax input
+            is not a quantized tensor in these baselines).
         w_symmetric, a_symmetric: symmetric (signed, z = 0) instead of asymmetric.
         w_range_method: weight range estimator; defaults to ``range_method``.
         **kwargs: see :class:`PTQMethod` (``w_bits``, ``a_bits``, ``overrides``, ``float_roles``).
@@ -23,8 +27,6 @@ class UniformPTQ(PTQMethod):
     def __init__(self, w_granularity='per_channel', a_granularity='per_tensor', w_symmetric: bool = False,
                  a_symmetric: bool = False, w_range_method: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        if w_granularity == 'per_channel':
-            w_granularity = dict(type='per_channel', axis=0)
         self.w_granularity = w_granularity
         self.a_granularity = a_granularity
         self.w_symmetric = w_symmetric
@@ -36,6 +38,8 @@ class UniformPTQ(PTQMethod):
                     range_method=self.w_range_method)
 
     def act_quantizer(self, site: QuantSite, slot: str, role: str, bits: int):
+        if role == Role.ATTN_LOGITS:
+            return None
         return dict(type='uniform', bits=bits, granularity=self.a_granularity, symmetric=self.a_symmetric,
                     range_method=self.range_method)
 

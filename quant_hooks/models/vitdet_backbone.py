@@ -23,9 +23,10 @@ from ..registry import MODELS
 MODELS.register_module(name='LN2d', module=LayerNorm2d)
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split a ``(B, H, W, C)`` grid into ``(B * nW, window_size**2, C)`` windows, zero-padding H and W up to
-    multiples of ``window_size``.
+def window_partition(x: torch.Tensor, window_size: int,
+                     pad_value: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a ``(B, H, W, C)`` grid into ``(B * nW, window_size**2, C)`` windows, padding H and W up to
+    multiples of ``window_size`` with zeros (or with the per-channel ``pad_value``, ``(C,)``).
 
     Returns:
         The windows and the padded grid size ``(Hp, Wp)``.
@@ -33,8 +34,12 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     B, H, W, C = x.shape
     pad_h = (window_size - H % window_size) % window_size
     pad_w = (window_size - W % window_size) % window_size
-    if pad_h or pad_w:
+    if (pad_h or pad_w) and pad_value is None:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    elif pad_h or pad_w:
+        padded = pad_value.to(x.dtype).expand(B, H + pad_h, W + pad_w, C).clone()
+        padded[:, :H, :W] = x
+        x = padded
     Hp, Wp = H + pad_h, W + pad_w
     x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
@@ -59,7 +64,9 @@ class WindowedBlock(Block):
 
     Parameters keep timm's names (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``), so
     timm ViT block weights load unchanged. As in ViTDet, the grid is padded after ``norm1`` (padding tokens are
-    zeros inside the attention) and the MLP runs on the unpadded grid.
+    zeros inside the attention) and the MLP runs on the unpadded grid. A reparameterization that moves a
+    per-channel shift into ``norm1`` (RepQ-ViT) sets ``pad_value`` to the value a zero becomes, so the padding
+    tokens stay what they were.
 
     Args:
         window_size: side of the attention windows; 0 for global attention over the whole grid.
@@ -69,13 +76,14 @@ class WindowedBlock(Block):
     def __init__(self, window_size: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.window_size = window_size
+        self.register_buffer('pad_value', None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            windows, padded_hw = window_partition(x, self.window_size)
+            windows, padded_hw = window_partition(x, self.window_size, self.pad_value)
             x = window_unpartition(self.attn(windows), self.window_size, padded_hw, (H, W))
         else:
             x = self.attn(x.reshape(B, H * W, C)).view(B, H, W, C)

@@ -1,3 +1,3 @@
-from .qmodules import QuantAct, QuantConv2d, QuantLinear, QuantMatMul, QuantWeightLayer
+from .qmodules import QuantAct, QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax, QuantWeightLayer
 
-__all__ = ['QuantAct', 'QuantConv2d', 'QuantLinear', 'QuantMatMul', 'QuantWeightLayer']
+__all__ = ['QuantAct', 'QuantConv2d', 'QuantLinear', 'QuantMatMul', 'QuantSoftmax', 'QuantWeightLayer']

@@ -154,3 +154,32 @@ class QuantAct(nn.Module):
 
     def forward(self, x):
         return x if self.quantizer is None else self.quantizer(x)
+
+
+class QuantSoftmax(QuantAct):
+    """``softmax(x)`` along ``dim`` with a quantizer on its input, the attention logits.
+
+    Without a quantizer it is exactly ``torch.softmax(x, dim)``. A quantizer that computes the softmax itself
+    (``computes_softmax = True``, FQ-ViT's log-int-softmax) gets the logits and returns the probabilities; any other
+    quantizer fake-quantizes the logits before the float softmax.
+
+    Args:
+        site: the site name, for messages.
+        dim: the softmax axis.
+        quantizer: the logits quantizer, or ``None``.
+    """
+
+    def __init__(self, site: str = '', dim: int = -1, quantizer=None):
+        super().__init__(site, quantizer)
+        self.dim = dim
+
+    def forward(self, x):
+        q = self.quantizer
+        if q is None:
+            return x.softmax(self.dim)
+        if getattr(q, 'computes_softmax', False):
+            return q(x)
+        return q(x).softmax(self.dim)
+
+    def extra_repr(self):
+        return f'dim={self.dim}'

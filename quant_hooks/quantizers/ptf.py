@@ -140,6 +140,9 @@ class LogIntSoftmax(Quantizer):
         underflow: ``clamp`` or ``zero``.
     """
 
+    #: takes the softmax input and returns probabilities (a ``QuantSoftmax`` site calls it instead of its softmax)
+    computes_softmax = True
+
     def __init__(self, bits: int = 4, dim: int = -1, logit_quantizer=None, rounding: str = 'log',
                  underflow: str = 'clamp'):
         super().__init__(bits, 'per_tensor')

@@ -30,14 +30,14 @@ SCOPES = ('backbone', 'full')
 
 # -- expectations from the config ------------------------------------------------------------------------------
 def expected_backbone_roles(cfg) -> dict[str, int]:
-    """Tensors per role in the backbone: per block qkv, proj, fc1, fc2 and two matmuls; Swin adds a patch merge
+    """Tensors per role in the backbone: per block qkv, proj, fc1, fc2, two matmuls and the softmax input; Swin adds a patch merge
     between stages; one patch embedding."""
     bb = cfg.model.backbone
     if bb.type == 'SwinTransformer':
         blocks, merges = sum(bb.depths), len(bb.depths) - 1
     else:
         blocks, merges = bb.depth, 0
-    per_block = dict(q=1, k=1, v=1, post_softmax=1, attn_out=1, post_gelu=1, post_ln=2)
+    per_block = dict(q=1, k=1, v=1, attn_logits=1, post_softmax=1, attn_out=1, post_gelu=1, post_ln=2)
     roles = {role: n * blocks for role, n in per_block.items()}
     roles['post_ln'] += merges
     roles['embed'] = 1

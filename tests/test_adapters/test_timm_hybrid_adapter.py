@@ -48,11 +48,11 @@ def test_mobilevit(name):
     roles = count_roles(sites)
     if name == 'mobilevit_xxs':  # ViT blocks on unfolded patches: 4 linears + 2 matmuls each
         assert roles == {'embed': 1, 'generic': n_conv, 'post_ln': 2 * n_t, 'q': n_t, 'k': n_t, 'v': n_t,
-                         'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t, 'weight': n_conv + n_lin}
+                         'attn_logits': n_t, 'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t, 'weight': n_conv + n_lin}
     else:  # separable attention: 4 pointwise convs and 2 activation sites (scores, keys) per block
         assert count(net, LinearTransformerBlock) == n_t
         assert roles == {'embed': 1, 'generic': n_conv - 4 * n_t, 'post_ln': 2 * n_t, 'k': n_t,
-                         'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t, 'weight': n_conv + n_lin}
+                         'attn_logits': n_t, 'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t, 'weight': n_conv + n_lin}
     # each MobileViT block hands over twice: local convs -> first transformer, last transformer -> projection
     expected = []
     for b, m in blocks:
@@ -72,7 +72,7 @@ def test_efficientformer_v1():
     n_conv, n_lin = count(net, nn.Conv2d), count(net, nn.Linear)
     sites = check_exact_and_quantizable(model, TimmHybridAdapter(), x)
     assert count_roles(sites) == {'embed': 1, 'generic': n_conv - 1 + 2, 'post_ln': 2 * n_t, 'q': n_t, 'k': n_t,
-                                  'v': n_t, 'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t,
+                                  'v': n_t, 'attn_logits': n_t, 'post_softmax': n_t, 'attn_out': n_t, 'post_gelu': n_t,
                                   'weight': n_conv + n_lin}
     # the only hand-over is at Flat: the block before it (NCHW) and the block after it (tokens)
     blocks = list(net.stages[3].blocks)
@@ -91,11 +91,11 @@ def test_efficientformer_v2():
     sites = check_exact_and_quantizable(model, TimmHybridAdapter(), x)
     roles = count_roles(sites)
     n_mm = n_attn + n_down
-    assert roles['q'] == roles['k'] == roles['v'] == n_mm
+    assert roles['q'] == roles['k'] == roles['v'] == roles['attn_logits'] == n_mm
     assert roles['post_softmax'] == n_mm  # talking-head conv input (Attention2d) / attn@v input (downsample)
     assert roles['post_gelu'] == n_mm + 2 * n_attn  # attention proj; MLP mid + fc2 of attention blocks
     assert roles['embed'] == 1 and roles['weight'] == n_conv + n_lin
-    assert sum(roles.values()) - roles['weight'] == n_conv + n_lin + 2 * 2 * n_mm
+    assert sum(roles.values()) - roles['weight'] == n_conv + n_lin + 2 * 2 * n_mm + n_mm  # + softmax logits
     # reference: walk stem, downsamples and blocks; attention units differ in form from conv ones
     units = []
     for i, stage in enumerate(net.stages):

@@ -18,7 +18,7 @@ def test_swin_sites():
     sites = check_exact_and_quantizable(model, TimmSwinAdapter(), torch.randn(2, 3, 64, 64))
     blocks, merges = sum(depths), len(depths) - 1
     assert count_roles(sites) == {
-        'embed': 1, 'post_ln': 2 * blocks + merges, 'q': blocks, 'k': blocks, 'post_softmax': blocks, 'v': blocks,
+        'embed': 1, 'post_ln': 2 * blocks + merges, 'q': blocks, 'k': blocks, 'attn_logits': blocks, 'post_softmax': blocks, 'v': blocks,
         'attn_out': blocks, 'post_gelu': blocks, 'generic': 1, 'weight': 1 + 4 * blocks + merges + 1}
     merge_sites = [s.name for s in sites if s.name.endswith('downsample.reduction')]
     assert merge_sites == [f'model.layers.{i}.downsample.reduction' for i in (1, 2, 3)]

@@ -13,7 +13,7 @@ from tests.test_adapters.timm_adapter_checks import check_exact_and_quantizable
 
 def vit_roles(depth: int, heads: int) -> dict:
     """Per block: qkv, fc1 (post-LN); q@kᵀ; attn@v; proj; fc2. Plus patch embed and the head linears."""
-    return {'embed': 1, 'post_ln': 2 * depth, 'q': depth, 'k': depth, 'post_softmax': depth, 'v': depth,
+    return {'embed': 1, 'post_ln': 2 * depth, 'q': depth, 'k': depth, 'attn_logits': depth, 'post_softmax': depth, 'v': depth,
             'attn_out': depth, 'post_gelu': depth, 'generic': heads, 'weight': 1 + 4 * depth + heads}
 
 

@@ -92,8 +92,23 @@ def test_bits_out_of_range(tool, tmp_path, option, field, value):
 
 @pytest.mark.slow
 def test_unknown_method(tool, tmp_path):
-    with pytest.raises(KeyError, match='NoSuchMethod is not in the .*quant method registry'):
+    with pytest.raises(ConfigError, match=r"quant_method.type='NoSuchMethod' is invalid: allowed values are \[.*'MinMax'"):
         _run(tool, tmp_path, options=['quant_method.type=NoSuchMethod'])
+
+
+@pytest.mark.parametrize('option, message', [
+    ('quant_method.type=NoSuchMethod', r"quant_method.type='NoSuchMethod' is invalid: allowed values are \[.*'OMSE'"),
+    ('quant_adapter.type=NoSuchAdapter',
+     r"quant_adapter.type='NoSuchAdapter' is invalid: allowed values are \[.*'MMDetSwinAdapter'"),
+    ('quant_method.no_such_option=1', r"quant_method \(MinMax\): .*no_such_option"),
+])
+def test_unknown_setting_exits_with_the_registered_names(tmp_path, option, message):
+    import re
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'quant_test.py'), str(SWIN_TINY_CONFIG), '--work-dir',
+                           str(tmp_path), '--cfg-options', option], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.search('quant_test: error: ' + message, proc.stderr), proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
 
 
 def test_command_line_prints_the_error_without_a_traceback(tmp_path):

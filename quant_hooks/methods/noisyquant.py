@@ -1,0 +1,141 @@
+"""NoisyQuant (Liu et al., CVPR 2023): a fixed noisy bias on the inputs of linear layers, around any recipe."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import QUANT_METHODS
+from ..sites import QuantSite, Role
+from .base import PTQMethod, iter_quantizers, set_quant_enabled
+
+DEFAULT_ROLES = (Role.POST_LN, Role.POST_GELU, Role.ATTN_OUT)
+
+
+@QUANT_METHODS.register_module(name='NoisyQuant')
+class NoisyQuant(PTQMethod):
+    """NoisyQuant on top of another recipe: ``dict(type='NoisyQuant', base=dict(type='PTQ4ViT', w_bits=6, a_bits=6))``.
+
+    The base recipe chooses every quantizer; on the input slots of linear / conv layers whose role is in ``roles``,
+    its activation quantizer is wrapped in a ``noisy`` quantizer: a fixed noise ``N ~ U(-Δ/2, Δ/2)`` per input
+    channel (seeded, one seed per site), quantize ``x + N``, and ``-W·N`` folded into the layer's bias (no run-time
+    cost). With ``search`` (the paper's per-layer search), each layer's noise range and mean are chosen to minimise
+    the MSE of the layer output (quantized weight, noisy quantized input) against the float layer output on the
+    calibration inputs; the grid holds "no noise", so a layer never gets worse on those inputs.
+
+    Paper vs code: the authors' simple code draws unseeded Gaussian noise and searches the mean over
+    ``Δ·i/200, i ∈ [-200, 200)`` and the range over 2000 steps; here the paper's uniform noise, seeded, and a
+    coordinate search over ``search_ranges`` × ``search_means`` (units of Δ).
+
+    Args:
+        base: the recipe to wrap (its ``w_bits`` / ``a_bits`` default to this method's).
+        roles: input roles that get noise (the paper: the inputs of the linear layers).
+        seed: seed of the noise draws (site ``i`` uses ``seed + i``).
+        search: run the per-layer noise search.
+        search_batches: calibration batches whose layer inputs the search scores on (bounds its memory).
+        search_ranges, search_means: candidate noise ranges and means in units of Δ (``None``: 0..2 and -1..1 in
+            steps of 1/8).
+        **kwargs: see :class:`~quant_hooks.methods.base.PTQMethod`.
+    """
+
+    def __init__(self, base: dict | None = None, roles=DEFAULT_ROLES, seed: int = 0, search: bool = True,
+                 search_batches: int = 2, search_ranges=None, search_means=None, w_bits: int | None = None,
+                 a_bits: int | None = None, **kwargs):
+        from ..registry import QUANT_METHODS as methods
+        base = dict(base or dict(type='PTQ4ViT'))
+        if base.get('type') == 'NoisyQuant':
+            raise ValueError("base.type='NoisyQuant' is invalid: allowed values are the other registered methods")
+        for key, value in (('w_bits', w_bits), ('a_bits', a_bits)):
+            if value is not None:
+                base.setdefault(key, value)
+        self.base = methods.build(base)
+        super().__init__(w_bits=self.base.w_bits, a_bits=self.base.a_bits, **kwargs)
+        self.roles = tuple(roles)
+        bad = set(self.roles) - set(Role.ALL)
+        if bad:
+            raise ValueError(f'roles {sorted(bad)} are invalid: allowed values are {Role.ALL}')
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f'seed={seed!r} is invalid: allowed values are integers')
+        if isinstance(search_batches, bool) or not isinstance(search_batches, int) or search_batches < 1:
+            raise ValueError(f'search_batches={search_batches!r} is invalid: allowed values are integers >= 1')
+        self.seed = seed
+        self.search = bool(search)
+        self.search_batches = search_batches
+        self.search_ranges = search_ranges
+        self.search_means = search_means
+        self.model_state_keys = self.base.model_state_keys
+
+    # -- assignment: the base recipe's choices, with noise on the chosen inputs -----------------------------------
+    def bits_for(self, site):
+        return self.base.bits_for(site)
+
+    def weight_quantizer(self, site, bits):
+        return self.base.weight_quantizer(site, bits)
+
+    def act_quantizer(self, site: QuantSite, slot, role, bits):
+        cfg = self.base.act_quantizer(site, slot, role, bits)
+        if cfg is None or role not in self.roles or site.kind not in ('linear', 'conv') or slot != 'input':
+            return cfg
+        layout = site.layout(slot)
+        index = self._site_index.get(site.name, 0)
+        return dict(type='noisy', quantizer=cfg, seed=self.seed + index, channel_axis=layout.channel_axis)
+
+    def assign(self, sites):
+        self._site_index = {s.name: i for i, s in enumerate(sites)}
+        super().assign(sites)
+
+    # -- calibration -------------------------------------------------------------------------------------------
+    def finish(self, sites, run_calibration):
+        """The base recipe's own steps after calibration, then the noise search."""
+        summary = dict(self.base.finish(sites, run_calibration))
+        if self.search:
+            summary['noise_search'] = self.search_noise(sites, run_calibration)
+        summary['noisy_sites'] = sum(1 for _, _, q in iter_quantizers(sites, weights=False)
+                                     if type(q).__name__ == 'NoisyQuantizer')
+        return summary
+
+    @torch.no_grad()
+    def search_noise(self, sites, run_calibration) -> dict:
+        """Capture the float inputs of every noisy layer on ``search_batches`` calibration batches, then search each
+        layer's noise. Returns per-layer results and timings."""
+        from ..quantizers import search_noise
+        noisy = [(s, s.module.input_quantizer) for s in sites
+                 if s.kind in ('linear', 'conv') and type(s.module.input_quantizer).__name__ == 'NoisyQuantizer']
+        inputs: dict[str, list[torch.Tensor]] = {s.name: [] for s, _ in noisy}
+        handles = []
+        for site, _ in noisy:
+            def grab(module, args, name=site.name):
+                if len(inputs[name]) < self.search_batches:
+                    inputs[name].append(args[0].detach().clone())
+            handles.append(site.module.register_forward_pre_hook(grab))
+        set_quant_enabled(sites, False)
+        try:
+            run_calibration()
+        finally:
+            set_quant_enabled(sites, True)
+            for h in handles:
+                h.remove()
+        results = {}
+        for site, q in noisy:
+            layer = site.module
+            w_q = layer.quant_weight()
+            if site.kind == 'linear':
+                def fn(x, w=w_q, layer=layer):
+                    return F.linear(x, w, layer.bias)
+                targets = [F.linear(x, layer.weight, layer.bias) for x in inputs[site.name]]
+            else:
+                def fn(x, w=w_q, layer=layer):
+                    return layer._conv_forward(x, w, layer.bias)
+                targets = [layer._conv_forward(x, layer.weight, layer.bias) for x in inputs[site.name]]
+            start = time.perf_counter()
+            res = search_noise(q, inputs[site.name], fn, targets, self.search_ranges, self.search_means)
+            res['seconds'] = round(time.perf_counter() - start, 3)
+            results[site.name] = {k: (round(v, 8) if isinstance(v, float) else v) for k, v in res.items()}
+            q.version += 1
+            inputs[site.name] = []
+        return results
+
+    def describe(self):
+        return dict(super().describe(), base=self.base.describe(), roles=list(self.roles), seed=self.seed,
+                    search=self.search, search_batches=self.search_batches)
