@@ -57,17 +57,20 @@ class PTQMethod:
             a_bits=...)``; a site matches if its name matches a glob or it has one of the tags. Example: keep
             the first layer at 8 bits with ``dict(tags=['first'], w_bits=8, a_bits=8)``.
         float_roles: roles left in floating point (e.g. ``['post_softmax']``).
-        reconstruction: learned reconstruction after calibration, any recipe:
-            ``dict(unit='block', iters=..., ...)`` (see :class:`~quant_hooks.reconstruction.ReconstructionConfig`);
-            ``None``: none. With it, uniform weight quantizers are installed as AdaRound quantizers (identical
-            until reconstruction learns their rounding).
+        reconstruction: learned reconstruction after calibration, any recipe: ``dict(unit='block', iters=...)``
+            (see :class:`~quant_hooks.reconstruction.ReconstructionConfig`) over the recipe's
+            ``reconstruction_defaults`` (``True`` or ``dict()``: those defaults); ``None``: the recipe's default
+            (``reconstruct_by_default``); ``False``: none. With it, uniform weight quantizers are installed as
+            AdaRound quantizers (identical until reconstruction learns their rounding).
     """
 
-    #: a recipe's own reconstruction settings, under the ones given in the config (``None``: off by default)
-    default_reconstruction: dict | None = None
+    #: the recipe's reconstruction schedule, under the settings a config gives in ``reconstruction``
+    reconstruction_defaults: dict = {}
+    #: reconstruct even when the config gives no ``reconstruction`` (``reconstruction=False`` turns it off)
+    reconstruct_by_default: bool = False
 
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
-                 float_roles: Iterable[str] = (), reconstruction: dict | None = None):
+                 float_roles: Iterable[str] = (), reconstruction: dict | bool | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -87,13 +90,14 @@ class PTQMethod:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
         self.reconstruction = self._reconstruction_config(reconstruction)
 
-    def _reconstruction_config(self, given: dict | None) -> ReconstructionConfig | None:
-        if given is not None and not isinstance(given, dict):
-            raise ValueError(f'reconstruction={given!r} is invalid: allowed values are None or a dict of '
-                             'ReconstructionConfig settings')
-        if given is None and self.default_reconstruction is None:
+    def _reconstruction_config(self, given) -> ReconstructionConfig | None:
+        if given is False or (given is None and not self.reconstruct_by_default):
             return None
-        return ReconstructionConfig(**dict(self.default_reconstruction or {}, **(given or {})))
+        if given is not None and given is not True and not isinstance(given, dict):
+            raise ValueError(f'reconstruction={given!r} is invalid: allowed values are None, False, True or a dict '
+                             'of ReconstructionConfig settings')
+        given = given if isinstance(given, dict) else {}
+        return ReconstructionConfig(**dict(self.reconstruction_defaults, **given))
 
     # -- assignment -----------------------------------------------------------------------------------------
     def bits_for(self, site: QuantSite) -> tuple[int, int]:

@@ -21,14 +21,11 @@ class QDrop(UniformPTQ):
     the results file, since published reruns differ widely.
 
     Args:
-        reconstruction: overrides of the defaults above (see
+        **kwargs: see :class:`UniformPTQ`; ``reconstruction=dict(...)`` overrides the defaults above (see
             :class:`~quant_hooks.reconstruction.ReconstructionConfig`).
-        **kwargs: see :class:`UniformPTQ`.
     """
 
     range_method = 'mse'
-    default_reconstruction = dict(unit='block', iters=20000, w_lr=1e-3, a_lr=4e-5, a_lr_schedule='cosine',
-                                  reg_weight=0.01, beta=(20.0, 2.0), warmup=0.2, qdrop_prob=0.5, seed=1005)
-
-    def __init__(self, reconstruction: dict | None = None, **kwargs):
-        super().__init__(reconstruction=dict(reconstruction or {}), **kwargs)
+    reconstruction_defaults = dict(unit='block', iters=20000, w_lr=1e-3, a_lr=4e-5, a_lr_schedule='cosine',
+                                   reg_weight=0.01, beta=(20.0, 2.0), warmup=0.2, qdrop_prob=0.5, seed=1005)
+    reconstruct_by_default = True

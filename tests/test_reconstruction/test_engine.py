@@ -165,8 +165,10 @@ def test_qdrop_recipe_defaults_and_overrides():
     assert (r['unit'], r['iters'], r['qdrop_prob'], r['reg_weight'], r['beta'], r['warmup'], r['w_lr'], r['a_lr'],
             r['seed']) == ('block', 100, 0.5, 0.01, [20.0, 2.0], 0.2, 1e-3, 4e-5, 1005)
     assert QDrop().reconstruction.iters == 20000
-    assert MinMaxPTQ().reconstruction is None and 'reconstruction' not in MinMaxPTQ().describe()
-    with pytest.raises(ValueError, match='reconstruction=5 is invalid'):
+    assert MinMaxPTQ().reconstruction is None and "reconstruction" not in MinMaxPTQ().describe()
+    assert QDrop(reconstruction=False).reconstruction is None
+    assert MinMaxPTQ(reconstruction=True).reconstruction.iters == 20000
+    with pytest.raises(ValueError, match='reconstruction=5 is invalid: allowed values are None, False, True'):
         MinMaxPTQ(reconstruction=5)
 
 
@@ -192,3 +194,26 @@ def test_adaround_soft_mode_keeps_floor_only_while_weight_and_scale_are_unchange
     assert q.alpha.grad is not None and q.alpha.grad.abs().sum() > 0
     w.mul_(1.5)  # an in-place change of the weight invalidates the kept floor
     assert torch.equal(q(w), reference())
+
+
+def test_recipes_reconstruction_defaults():
+    from quant_hooks.methods import ADFQViT, QHyViT
+    adfq = ADFQViT(w_bits=4, a_bits=4, reconstruction=dict(iters=5)).reconstruction
+    assert (adfq.unit, adfq.iters, adfq.w_lr, adfq.a_lr, adfq.a_lr_schedule, adfq.qdrop_prob, adfq.seed) == (
+        'module', 5, 3e-3, 4e-5, 'cosine', 0.5, 1005)
+    kl = adfq.terms[0]
+    assert isinstance(kl, AttentionKL) and (kl.temperature, kl.lam, kl.dim, kl.weight) == (4.0, 0.1, -1, 10.0)
+    assert ADFQViT().reconstruction is None and ADFQViT(reconstruction=True).reconstruction.iters == 3000
+    qhy = QHyViT(reconstruction=True).reconstruction
+    assert (qhy.unit, qhy.group_tag, qhy.qdrop_prob) == ('block', 'bridge_', 1.0)
+
+
+def test_adfq_vit_module_wise_optimization_with_the_attention_kl_term():
+    from quant_hooks.methods import ADFQViT
+    net, sites, run = tiny_vit()
+    summary = ADFQViT(w_bits=4, a_bits=4, reconstruction=dict(iters=6, progress=False)).run(net, sites, run)
+    units = {u['name']: u for u in summary['reconstruction']['units']}
+    assert list(units) == ['patch_embed', 'blocks.0.attn', 'blocks.0.mlp', 'head']
+    assert units['blocks.0.attn']['loss_terms'] == ['AttentionKL'] and units['blocks.0.mlp']['loss_terms'] == []
+    assert units['blocks.0.attn']['rounding_quantizers'] == 2 and units['blocks.0.attn']['learned_scales'] >= 1
+    assert 'outlier_ratio' in summary

@@ -14,11 +14,11 @@ def test_module_and_block_units_of_a_vit():
     net, sites, _ = tiny_vit(depth=2)
     modules = find_units(net, sites, 'module')
     assert [(u.name, u.kind, len(u.sites)) for u in modules] == [
-        ('patch_embed', 'module', 1), ('blocks.0.attn', 'module', 4), ('blocks.0.mlp', 'module', 2),
-        ('blocks.1.attn', 'module', 4), ('blocks.1.mlp', 'module', 2), ('head', 'module', 1)]
+        ('patch_embed', 'module', 1), ('blocks.0.attn', 'module', 5), ('blocks.0.mlp', 'module', 2),
+        ('blocks.1.attn', 'module', 5), ('blocks.1.mlp', 'module', 2), ('head', 'module', 1)]
     blocks = find_units(net, sites, 'block')
     assert [(u.name, u.kind, len(u.sites)) for u in blocks] == [
-        ('patch_embed', 'module', 1), ('blocks.0', 'block', 6), ('blocks.1', 'block', 6), ('head', 'module', 1)]
+        ('patch_embed', 'module', 1), ('blocks.0', 'block', 7), ('blocks.1', 'block', 7), ('head', 'module', 1)]
     assert blocks[1].modules == [net.blocks[0]]
     # every site belongs to exactly one unit, in network order
     assert [s.name for u in blocks for s in u.sites] == [s.name for s in sites]

@@ -1,0 +1,4 @@
+_base_ = './ptq.py'
+# Q-HyViT W4/A4 with bridge block reconstruction: bridge groups jointly, other blocks one by one (20k steps per
+# unit; shorten with --cfg-options quant_method.reconstruction.iters=...).
+quant_method = dict(type='QHyViT', w_bits=4, a_bits=4, reconstruction=dict(unit='block', group_tag='bridge_'))
