@@ -134,7 +134,8 @@ def find_units(model: nn.Module, sites: Sequence[QuantSite], level: str = 'modul
         sites: the quantization sites, in network order.
         level: ``module`` or ``block`` (see the module docstring).
         group_tag: tag prefix that joins units into groups (``'bridge_'``); ``None``: no groups.
-        names: explicit unit module names instead of the automatic ones (each gets the sites under it).
+        names: explicit unit module names instead of the automatic ones (each gets every site under it; nested
+            names are kept, the inner unit first).
 
     Returns:
         Units with at least one site.
@@ -171,6 +172,12 @@ def find_units(model: nn.Module, sites: Sequence[QuantSite], level: str = 'modul
         if tuple(mods) not in unique or k == 'group':
             unique[tuple(mods)] = (n, k)
     units = [ReconUnit(n, k, list(mods), [model.get_submodule(m) for m in mods]) for mods, (n, k) in unique.items()]
+    if names is not None:  # as given: a unit inside another one is reconstructed first, then again within it
+        for u in units:
+            u.sites = [s for s in sites if u.contains(s.name)]
+        units = [u for u in units if u.sites]
+        units.sort(key=lambda u: (order[u.sites[0].name], len(u.sites)))
+        return units
     outer = [u for u in units if not any(v is not u and set(v.module_names) != set(u.module_names)
                                          and all(v.contains(m) for m in u.module_names) for v in units)]
     for s in sites:

@@ -28,6 +28,8 @@ def test_explicit_unit_names_and_errors():
     net, sites, _ = tiny_vit(depth=2)
     units = find_units(net, sites, 'module', names=['blocks.1', 'blocks.0.mlp'])
     assert [u.name for u in units] == ['blocks.0.mlp', 'blocks.1']  # network order
+    nested = find_units(net, sites, names=['blocks.0', 'blocks.0.attn'])
+    assert [(u.name, len(u.sites)) for u in nested] == [('blocks.0.attn', 5), ('blocks.0', 7)]
     with pytest.raises(ValueError, match="'blocks.7' is not a module"):
         find_units(net, sites, names=['blocks.7'])
     with pytest.raises(ValueError, match="unit='layer' is invalid: allowed values are"):
