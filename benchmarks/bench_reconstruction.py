@@ -152,8 +152,8 @@ def main(argv=None):
     rows = []
     for u in summary['units']:
         ref = reference[u['name']]
-        rows.append(dict(unit=u['name'], iters=u['iters'], s_per_iter=u['seconds_per_iter'], float_fwd_bwd_s=round(ref, 6),
-                         ratio=round(u['seconds_per_iter'] / ref, 2), capture_s=u['capture_seconds'],
+        rows.append(dict(unit=u['name'], iters=u['iters'], s_per_iter=u['seconds_per_iter'],
+                         float_fwd_bwd_s=round(ref, 6), ratio=round(u['seconds_per_iter'] / ref, 2), capture_s=u['capture_seconds'],
                          cache_peak_mb=round(u['cache_peak_bytes'] / 2**20, 2)))
     result = dict(info, bits=args.bits, threads=torch.get_num_threads(), units=rows, total_s=round(total, 2),
                   peak_rss_mb=summary['peak_rss_mb'])
