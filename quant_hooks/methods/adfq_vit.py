@@ -37,7 +37,8 @@ class ADFQViT(RoleRecipe):
       layer), inputs from the already-quantized model mixed with float ones (QDrop, probability 0.5); loss = output
       MSE + AdaRound regulariser (weight 0.01, β 20 → 2 after 20% warm-up) + for attention modules
       ``(1/λ)·T²·KL`` between float and quantized attention probabilities (T = 4, λ = 0.1, softmax over the key
-      axis as the paper describes; ``loss_terms=[dict(type='AttentionKL', dim=1)]`` for the authors' code's head axis);
+      axis as the paper describes; ``loss_terms=[dict(type='AttentionKL', dim=1)]`` for the authors' code's head
+      axis);
       AdaRound α by Adam lr 3e-3, the static uniform activation scales (q, k, v, attention output, embedding) by
       Adam lr 4e-5 with cosine decay to 0 (the dynamic per-token and log quantizers have no scale to learn);
       3000 iterations per module (the paper: 3000-5000), seed 1005. One iteration uses one recorded calibration
