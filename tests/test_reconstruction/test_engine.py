@@ -217,3 +217,20 @@ def test_adfq_vit_module_wise_optimization_with_the_attention_kl_term():
     assert units['blocks.0.attn']['loss_terms'] == ['AttentionKL'] and units['blocks.0.mlp']['loss_terms'] == []
     assert units['blocks.0.attn']['rounding_quantizers'] == 2 and units['blocks.0.attn']['learned_scales'] >= 1
     assert 'outlier_ratio' in summary
+
+
+def test_log_quantizer_autograd_path_is_finite_on_zero_probabilities():
+    from quant_hooks.quantizers.functional import log_codes, log_dequant, log_fake_quant
+    x = torch.tensor([0.0, 1e-30, 0.01, 0.3, 1.0])
+    scale = torch.tensor(1.0, requires_grad=True)
+    for bits, k, flush in ((4, 2, True), (4, 1, False), (3, 2, False)):
+        ref = log_fake_quant(x, scale.detach(), bits, k, flush)  # the no-autograd path
+        codes, mask = log_codes(x, scale, bits, k, flush)
+        out = log_dequant(codes, scale, k, mask)
+        assert torch.equal(out.detach(), ref)
+        out.sum().backward()
+        assert torch.isfinite(scale.grad).all()
+        xg = x.clone().requires_grad_(True)
+        log_fake_quant(xg, scale.detach(), bits, k, flush).sum().backward()
+        assert torch.isfinite(xg.grad).all()
+        scale.grad = None
