@@ -53,6 +53,9 @@ class ReconstructionConfig:
         loss_terms: extra loss terms, e.g. ``[dict(type='AttentionKL', temperature=4, lam=0.1, dim=-1)]``.
         progress: show a progress bar per unit.
         eval_error: record each unit's output error against float on the calibration records before and after.
+        keep_better: with ``eval_error``, undo a unit's reconstruction (back to nearest rounding and its calibrated
+            scales) when it raised that error (short schedules can end with a hard rounding worse than nearest);
+            the unit's record says ``reverted``. Not in the papers, which keep every result: ``False`` for that.
     """
 
     unit: str = 'block'
@@ -73,6 +76,7 @@ class ReconstructionConfig:
     loss_terms: Sequence = field(default_factory=list)
     progress: bool = True
     eval_error: bool = True
+    keep_better: bool = True
 
     def __post_init__(self):
         if self.unit not in UNIT_LEVELS:
@@ -355,9 +359,13 @@ class Reconstructor:
             n = self.capture(unit, cache, taps)
             t1 = time.perf_counter()
             before = self.output_error(unit, cache, n) if cfg.eval_error else None
+            snapshot = _snapshot(unit, cfg.learn_act_scale and cfg.a_lr > 0)
             stats = self.optimise(unit, cache, n, index, taps, terms)
             t2 = time.perf_counter()
             after = self.output_error(unit, cache, n) if cfg.eval_error else None
+            reverted = bool(cfg.eval_error and cfg.keep_better and after > before)
+            if reverted:
+                _restore(snapshot)
         finally:
             for m in explicit:
                 m.force_explicit = False
@@ -367,8 +375,26 @@ class Reconstructor:
                       seconds_per_iter=round((t2 - t1) / cfg.iters, 6), cache_peak_bytes=cache.peak_bytes,
                       spilled_records=cache.spilled_records, spilled_bytes=cache.spilled_bytes)
         if cfg.eval_error:
-            record.update(error_before=before, error_after=after)
+            record.update(error_before=before, error_after=after, reverted=reverted)
         return record
+
+
+def _snapshot(unit: ReconUnit, learn_act: bool) -> list:
+    """What :meth:`Reconstructor.optimise` changes in a unit: rounding variables and mode, learned scales."""
+    rounding, scaled = _learnables(unit, learn_act)
+    return [(q, q.alpha.detach().clone(), q.mode, None) for q in rounding] + \
+        [(q, None, None, q.scale.detach().clone()) for q in scaled]
+
+
+def _restore(snapshot: list) -> None:
+    with torch.no_grad():
+        for q, alpha, mode, scale in snapshot:
+            if alpha is not None:
+                q.alpha.copy_(alpha)
+                q.set_mode(mode)
+            else:
+                q.scale = scale
+                q.version += 1
 
 
 def reconstruct(model: nn.Module, sites: Sequence[QuantSite], run_calibration: Callable[[], int],

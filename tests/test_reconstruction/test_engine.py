@@ -234,3 +234,14 @@ def test_log_quantizer_autograd_path_is_finite_on_zero_probabilities():
         log_fake_quant(xg, scale.detach(), bits, k, flush).sum().backward()
         assert torch.isfinite(xg.grad).all()
         scale.grad = None
+
+
+def test_a_unit_whose_error_rises_is_reverted():
+    net, sites, summary = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'])  # wild steps
+    unit = summary['reconstruction']['units'][0]
+    fc1 = sites[[s.name for s in sites].index('blocks.0.mlp.fc1')].module.weight_quantizer
+    assert unit['error_after'] > unit['error_before'] and unit['reverted']
+    assert fc1.mode == 'nearest'
+    net2, sites2, summary2 = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'], keep_better=False)
+    assert not summary2['reconstruction']['units'][0]['reverted']
+    assert sites2[[s.name for s in sites2].index('blocks.0.mlp.fc1')].module.weight_quantizer.mode == 'hard'
