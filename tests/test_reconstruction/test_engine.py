@@ -12,12 +12,12 @@ from quant_hooks.reconstruction import (AttentionKL, RecordCache, Reconstruction
                                         output_mse)
 from quant_hooks.reconstruction.engine import _mix
 
-FAST = dict(iters=8, progress=False, units=['blocks.0.attn', 'blocks.0.mlp'])
+FAST = dict(iters=8, progress=False, units=['blocks.0.attn', 'blocks.0.mlp'], keep_better=False)
 
 
 def _run(seed=3, **recon):
     net, sites, run = tiny_vit()
-    method = MinMaxPTQ(w_bits=4, a_bits=4, reconstruction=dict(FAST, seed=seed, **recon))
+    method = MinMaxPTQ(w_bits=4, a_bits=4, reconstruction={**FAST, 'seed': seed, **recon})
     summary = method.run(net, sites, run)
     return net, sites, summary
 
@@ -237,11 +237,12 @@ def test_log_quantizer_autograd_path_is_finite_on_zero_probabilities():
 
 
 def test_a_unit_whose_error_rises_is_reverted():
-    net, sites, summary = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'])  # wild steps
+    net, sites, summary = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'],
+                               keep_better=True)  # wild steps
     unit = summary['reconstruction']['units'][0]
     fc1 = sites[[s.name for s in sites].index('blocks.0.mlp.fc1')].module.weight_quantizer
     assert unit['error_after'] > unit['error_before'] and unit['reverted']
     assert fc1.mode == 'nearest'
-    net2, sites2, summary2 = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'], keep_better=False)
+    net2, sites2, summary2 = _run(iters=3, w_lr=5.0, a_lr=0.0, warmup=0.0, units=['blocks.0.mlp'])
     assert not summary2['reconstruction']['units'][0]['reverted']
     assert sites2[[s.name for s in sites2].index('blocks.0.mlp.fc1')].module.weight_quantizer.mode == 'hard'
