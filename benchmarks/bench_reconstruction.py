@@ -3,6 +3,7 @@ and peak memory (record cache and process RSS). CPU by default.
 
     python benchmarks/bench_reconstruction.py vit_s [--batch 32] [--size 224] [--iters 20] [--units ...]
     python benchmarks/bench_reconstruction.py swin_mask_rcnn [--size 1333 800] [--iters 5] [--units ...]
+    python benchmarks/bench_reconstruction.py swin_mask_rcnn --method ADFQViT --all-units --iters 5   # full run
 
 ``vit_s``: timm ViT-S/14 (DINOv2 architecture; the trained weights from ../shared when present, else random) on
 one calibration batch of ``--batch`` images (real ImageNet images from ../shared when present). ``swin_mask_rcnn``:
@@ -43,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument('--iters', type=int, default=None, help='iterations per unit (default 20 vit_s, 5 swin)')
     p.add_argument('--units', nargs='+', default=None, help='unit module names')
     p.add_argument('--bits', type=int, default=4)
+    p.add_argument('--method', default='MinMax', help='recipe (MinMax, QDrop, ADFQViT, ...)')
+    p.add_argument('--all-units', action='store_true',
+                   help="the recipe's own units (the whole model) instead of --units; no fwd+bwd reference")
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--json', help='also write the results here')
     return p.parse_args(argv)
@@ -139,31 +143,40 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from quant_hooks.methods import MinMaxPTQ
+    import quant_hooks.methods  # noqa: F401  (registers the recipes)
+    from quant_hooks.registry import QUANT_METHODS
     build = build_vit if args.model == 'vit_s' else build_swin
     model, sites, units, run_calibration, forward, info = build(args)
     iters = args.iters or (20 if args.model == 'vit_s' else 5)
-    reference = float_fwd_bwd(model, units, forward)
-    method = MinMaxPTQ(w_bits=args.bits, a_bits=args.bits,
-                       reconstruction=dict(unit='module', units=units, iters=iters, progress=True, eval_error=False))
+    reference = {} if args.all_units else float_fwd_bwd(model, units, forward)
+    recon = dict(iters=iters, progress=True, eval_error=False)
+    if not args.all_units:
+        recon.update(unit='module', units=units)
+    method = QUANT_METHODS.build(dict(type=args.method, w_bits=args.bits, a_bits=args.bits, reconstruction=recon))
     start = time.perf_counter()
     summary = method.run(model, sites, run_calibration)['reconstruction']
     total = time.perf_counter() - start
     rows = []
     for u in summary['units']:
-        ref = reference[u['name']]
+        if 'skipped' in u:
+            continue
+        ref = reference.get(u['name'])
         rows.append(dict(unit=u['name'], iters=u['iters'], s_per_iter=u['seconds_per_iter'],
-                         float_fwd_bwd_s=round(ref, 6), ratio=round(u['seconds_per_iter'] / ref, 2), capture_s=u['capture_seconds'],
-                         cache_peak_mb=round(u['cache_peak_bytes'] / 2**20, 2)))
-    result = dict(info, bits=args.bits, threads=torch.get_num_threads(), units=rows, total_s=round(total, 2),
-                  peak_rss_mb=summary['peak_rss_mb'])
-    print(f"{info['model']}: input {info['input']}, batch {info['batch']}, W{args.bits}/A{args.bits}, "
-          f"{torch.get_num_threads()} threads")
+                         float_fwd_bwd_s=None if ref is None else round(ref, 6),
+                         ratio=None if ref is None else round(u['seconds_per_iter'] / ref, 2),
+                         capture_s=u['capture_seconds'], cache_peak_mb=round(u['cache_peak_bytes'] / 2**20, 2)))
+    result = dict(info, method=args.method, bits=args.bits, threads=torch.get_num_threads(), units=rows,
+                  total_s=round(total, 2), reconstruction_s=summary['seconds'], peak_rss_mb=summary['peak_rss_mb'])
+    print(f"{info['model']}: input {info['input']}, batch {info['batch']}, {args.method} W{args.bits}/A{args.bits}, "
+          f"{iters} steps per unit, {torch.get_num_threads()} threads")
     print(f"{'unit':40s} {'s/iter':>9s} {'fwd+bwd s':>10s} {'ratio':>6s} {'capture s':>10s} {'cache MiB':>10s}")
     for r in rows:
-        print(f"{r['unit']:40s} {r['s_per_iter']:9.4f} {r['float_fwd_bwd_s']:10.4f} {r['ratio']:6.2f} "
-              f"{r['capture_s']:10.2f} {r['cache_peak_mb']:10.1f}")
-    print(f"total {total:.1f}s, peak RSS {summary['peak_rss_mb']:.0f} MiB")
+        ref = '-' if r['ratio'] is None else f"{r['float_fwd_bwd_s']:.4f}"
+        ratio = '-' if r['ratio'] is None else f"{r['ratio']:.2f}"
+        print(f"{r['unit']:40s} {r['s_per_iter']:9.4f} {ref:>10s} {ratio:>6s} {r['capture_s']:10.2f} "
+              f"{r['cache_peak_mb']:10.1f}")
+    print(f"total {total:.1f}s (calibration + reconstruction; reconstruction {summary['seconds']:.1f}s), "
+          f"peak RSS {summary['peak_rss_mb']:.0f} MiB")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
