@@ -72,7 +72,9 @@ def build_vit(args):
 
     from quant_hooks.adapters import TimmViTAdapter, run_batches
     size = (args.size or [224])[0]
+    from quant_hooks.models import disable_fused_attention
     model = timm.create_model('vit_small_patch14_dinov2', num_classes=0, pretrained=False, dynamic_img_size=True)
+    disable_fused_attention(model)  # the float path of TimmClassifier (and of the reference below): explicit attention
     weights = 'random'
     if osp.isfile(VIT_WEIGHTS):
         from safetensors.torch import load_file
@@ -152,7 +154,10 @@ def main(argv=None):
     recon = dict(iters=iters, progress=True, eval_error=False)
     if not args.all_units:
         recon.update(unit='module', units=units)
-    method = QUANT_METHODS.build(dict(type=args.method, w_bits=args.bits, a_bits=args.bits, reconstruction=recon))
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('quant_hooks'):
+        method = QUANT_METHODS.build(dict(type=args.method, w_bits=args.bits, a_bits=args.bits,
+                                          reconstruction=recon))
     start = time.perf_counter()
     summary = method.run(model, sites, run_calibration)['reconstruction']
     total = time.perf_counter() - start
