@@ -27,7 +27,7 @@ CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                   'configs/detection/mask_rcnn_swin_t_1x_coco_tiny_minmax_w8a8.py')
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--config', default=CONFIG)
     p.add_argument('--size', type=int, default=512, help='images are resized to SIZE x SIZE')
@@ -36,7 +36,7 @@ def parse_args():
     p.add_argument('--eval-images', type=int, default=4, help='images per timed inference pass')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--json', help='also write the results here')
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def _batches(cfg, dataset_cfg, n, size):
@@ -54,8 +54,12 @@ def _time(fn):
     return time.perf_counter() - start
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    return measure(parse_args(argv))
+
+
+def measure(args):
+    """Run the benchmark with parsed arguments (see ``parse_args``); returns the result dict."""
     from mmengine.registry import MODELS, init_default_scope
 
     from quant_hooks.adapters import MMDetSwinAdapter, run_batches

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import time
 
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
 from mmengine.runner import Runner
@@ -19,8 +20,13 @@ def _user_errors():
     return (ConfigError, CheckpointError, QuantizerError, FileNotFoundError)
 
 
+def _results_errors():
+    from .results import RecordError, StoreError
+    return (StoreError, RecordError)
+
+
 #: errors caused by the user's input: command-line tools print them without a traceback
-USER_ERRORS = _user_errors()
+USER_ERRORS = _user_errors() + _results_errors()
 
 
 def load_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,
@@ -61,12 +67,25 @@ def _unwrap(model):
 
 
 def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool = True,
-                   out: str | None = None) -> dict:
-    """Evaluate the float model (optional) and the quantized model; returns the hook's results record."""
+                   out: str | None = None, store: str | None = None) -> dict:
+    """Evaluate the float model (optional) and the quantized model; returns the full result record.
+
+    The record (see :mod:`quant_hooks.results.schema`) is written to ``WORK_DIR/quant_results.json`` and, when a
+    store is configured (``store`` or the config key ``results_store``), appended to that results store. The
+    config key ``results_extra`` (a dict) is kept in the record's ``extra`` field.
+    """
+    from .evaluation import write_json_atomic
+    from .results import ResultStore, build_record
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
     dump = _dump_metric(cfg, out) if out is not None else None  # a bad --out fails before any evaluation
+    cfg_dict = cfg.to_dict()
+    store = store or cfg.get('results_store', None)
     runner = Runner.from_cfg(cfg)
+    from mmengine.dist import is_main_process
+    write_store = bool(store) and is_main_process()
+    if write_store:
+        ResultStore(store).close()  # a corrupt or locked store fails before any evaluation
     hook = find_ptq_hook(runner)
     hook.check_settings(runner)
     model = _unwrap(runner.model)
@@ -84,16 +103,44 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
                        launcher=cfg.get('launcher', 'none'), world_size=_world_size())
     if weights is None:
         hook.record['note'] = RANDOM_WEIGHTS_NOTE
+    eval_seconds = dict(float=None, quant=None)
     if eval_float:
         hook.bypass = True
         _set_coco_dump(runner, 'float')
-        runner.test()
+        eval_seconds['float'] = _timed(runner.test)
         hook.bypass = False
     _set_coco_dump(runner, 'quant')
     if dump is not None:
         runner.test_evaluator.metrics.append(dump)
-    runner.test()
-    return hook.record
+    quant_seconds = _timed(runner.test) - hook.record.get('quantize_seconds', 0.0)
+    eval_seconds['quant'] = round(quant_seconds, 3)
+    if not is_main_process():
+        return hook.record
+    record = build_record(hook.record, cfg_dict, cfg.filename or '', weights, _timings(hook.record, eval_seconds),
+                          extra=cfg_dict.get('results_extra'))
+    write_json_atomic(osp.join(runner.work_dir, hook.results_file), record)
+    if write_store:
+        with ResultStore(store) as result_store:
+            result_store.append(record)
+        runner.logger.info(f'result record {record["run_id"]} added to the results store {store}')
+    return record
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return round(time.perf_counter() - start, 3)
+
+
+def _timings(run: dict, eval_seconds: dict) -> dict:
+    """Wall times of a run: calibration (the PTQ hook's time without reconstruction), reconstruction (when the
+    method reports ``reconstruction_seconds``) and evaluation (both passes, without quantization)."""
+    reconstruction = run.get('reconstruction_seconds')
+    quantize = run.get('quantize_seconds')
+    calibration = None if quantize is None else round(quantize - (reconstruction or 0.0), 3)
+    evaluation = sum(v for v in eval_seconds.values() if v is not None)
+    return dict(calibration_s=calibration, reconstruction_s=reconstruction, evaluation_s=round(evaluation, 3),
+                evaluation_float_s=eval_seconds['float'], evaluation_quant_s=eval_seconds['quant'])
 
 
 def _dump_metric(cfg, out):

@@ -40,8 +40,8 @@ def _write_model_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None
     owner = model.get_submodule(owner_name) if owner_name else model
     if attr in owner._parameters and owner._parameters[attr] is not None:
         owner._parameters[attr].data.copy_(value)
-    elif attr in owner._parameters:  # a bias the method added to a layer built without one
-        owner._parameters[attr] = nn.Parameter(value.clone())
+    elif attr not in owner._buffers and getattr(owner, attr, 0) is None:  # a bias added to a layer built without
+        setattr(owner, attr, nn.Parameter(value.clone()))
     elif attr in owner._buffers:
         owner._buffers[attr] = value.clone()
     else:

@@ -23,18 +23,21 @@ MODELS = {
     'efficientformer_l1': 'EfficientFormer-L1', 'efficientformerv2_s0': 'EfficientFormerV2-S0',
     'efficientformerv2_l': 'EfficientFormerV2-L',
 }
-#: quant method base file name -> the method's name in comments
-METHODS = {'minmax': 'MinMax', 'percentile': 'Percentile', 'omse': 'OMSE'}
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from make_quant_bases import METHODS  # noqa: E402  (method base name -> registered method name)
+
+#: per-method settings of the classification leaves: the token count is fixed, so ADFQ-ViT uses its static
+#: per-position post-LayerNorm scales as the authors' code does
+CLS_SETTINGS = {'adfq_vit': "quant_method = dict(post_ln_granularity='per_token_static')\n"}
 BITS = ((8, 8), (6, 6), (4, 4))
 
 TEMPLATE = """# {title} on {data}; {method} W{w}/A{a}.
 _base_ = [
     '../_base_/models/{model}.py',
     '../_base_/datasets/{dataset}.py',
-    '../_base_/quant/{quant}.py',
+    '../_base_/quant/{quant}_w{w}a{a}.py',
 ]
 test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))
-quant_method = dict(w_bits={w}, a_bits={a})
 """
 
 
@@ -46,10 +49,11 @@ def leaves() -> dict[str, str]:
             for w, a in BITS:
                 out[f'{model}_{quant}_w{w}a{a}.py'] = TEMPLATE.format(
                     title=title, data='ImageNet val', method=method, w=w, a=a, model=model, dataset='imagenet',
-                    quant=quant)
-        out[f'{model}_imagenet_tiny_minmax_w8a8.py'] = TEMPLATE.format(
-            title=title, data='the bundled ImageNet sample', method='MinMax', w=8, a=8, model=model,
-            dataset='imagenet_tiny', quant='minmax')
+                    quant=quant) + CLS_SETTINGS.get(quant, '')
+        for quant, method in METHODS.items():
+            out[f'{model}_imagenet_tiny_{quant}_w8a8.py'] = TEMPLATE.format(
+                title=title, data='the bundled ImageNet sample', method=method, w=8, a=8, model=model,
+                dataset='imagenet_tiny', quant=quant) + CLS_SETTINGS.get(quant, '')
     return out
 
 

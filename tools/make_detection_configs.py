@@ -28,16 +28,21 @@ DETECTORS = {
     'cascade_mask_rcnn_swin_s_3x': 'Cascade Mask R-CNN Swin-S 3x (published Swin config, ported)',
     'vitdet_mask_rcnn_vit_b': 'ViTDet-style Mask R-CNN ViT-B/16',
 }
-#: method base (configs/_base_/quant/NAME.py) -> registered method name
-METHODS = {'minmax': 'MinMax', 'percentile': 'Percentile', 'omse': 'OMSE'}
+sys.path.insert(0, str(REPO / 'tools'))
+from make_quant_bases import METHODS  # noqa: E402  (method base name -> registered method name)
+
 #: (w_bits, a_bits) of the full-COCO grid
 BITS = ((8, 8), (6, 6), (4, 4))
-#: one coco_tiny (bundled data) config per detector family, for tests and demos (Mask R-CNN Swin-T 1x has a
-#: hand-written one)
+#: coco_tiny (bundled data) configs per detector family and method, for tests and demos
 TINY = {
+    'mask_rcnn_swin_t_1x': 'Mask R-CNN Swin-T 1x (mmdet config)',
     'cascade_mask_rcnn_swin_t_3x': 'Cascade Mask R-CNN Swin-T 3x (published Swin config, ported)',
     'vitdet_mask_rcnn_vit_tiny': 'ViTDet-style Mask R-CNN ViT-Ti/16',
 }
+
+
+#: leaves in the generated name space that are written by hand (the README's quick-start config)
+HAND_WRITTEN = {'mask_rcnn_swin_t_1x_coco_tiny_minmax_w8a8.py'}
 
 
 def coco_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
@@ -47,9 +52,8 @@ def coco_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
             '_base_ = [\n'
             f"    '../_base_/models/{model}.py',\n"
             "    '../_base_/datasets/coco_calibration.py',\n"
-            f"    '../_base_/quant/{method}.py',\n"
-            ']\n'
-            f'quant_method = dict(w_bits={w_bits}, a_bits={a_bits})\n')
+            f"    '../_base_/quant/{method}_w{w_bits}a{a_bits}.py',\n"
+            ']\n')
 
 
 def tiny_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
@@ -74,7 +78,10 @@ def expected_configs() -> dict[str, str]:
             for w_bits, a_bits in BITS:
                 out[f'{model}_coco_{method}_w{w_bits}a{a_bits}.py'] = coco_config(model, method, w_bits, a_bits)
     for model in TINY:
-        out[f'{model}_coco_tiny_minmax_w8a8.py'] = tiny_config(model, 'minmax', 8, 8)
+        for method in METHODS:
+            name = f'{model}_coco_tiny_{method}_w8a8.py'
+            if name not in HAND_WRITTEN:
+                out[name] = tiny_config(model, method, 8, 8)
     return out
 
 

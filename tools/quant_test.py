@@ -3,8 +3,10 @@
     python tools/quant_test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out results.pkl]
                                [--cfg-options quant.method.w_bits=4 ...] [--launcher {none,pytorch,slurm,mpi}]
 
-Writes WORK_DIR/quant_results.json (float and quantized metrics side by side, the method, the calibration
-images and the number of quantized sites) and WORK_DIR/quant_state.pth (the calibrated quantizers).
+Writes WORK_DIR/quant_results.json (the result record: float and quantized metrics side by side, the method,
+the calibration images, the number of quantized sites, timings, versions; see quant_hooks/results/schema.py)
+and WORK_DIR/quant_state.pth (the calibrated quantizers). With --store PATH (or the config key
+`results_store`) the record is also appended to that SQLite results store.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='directory for logs, results JSON and quantizer state')
     parser.add_argument('--out', help='dump the quantized predictions to this pickle file')
     parser.add_argument('--no-float', action='store_true', help='skip the float reference evaluation')
+    parser.add_argument('--store', help='append the result record to this SQLite results store '
+                        '(default: the config key results_store, if set)')
     parser.add_argument('--load-state', help='evaluate from a saved quantizer state instead of calibrating')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. quant_method.w_bits=4 quant_calibration.seed=1')
@@ -47,7 +51,7 @@ def main(argv=None):
             if hook.get('type', '').endswith('PTQHook'):
                 hook['load_state'] = args.load_state
     init_cpu_distributed(args.launcher, cfg)
-    record = run_quant_test(cfg, args.checkpoint, eval_float=not args.no_float, out=args.out)
+    record = run_quant_test(cfg, args.checkpoint, eval_float=not args.no_float, out=args.out, store=args.store)
     from mmengine.dist import is_main_process
     if is_main_process():
         print(format_comparison(record))

@@ -2,7 +2,6 @@
 _base_ = [
     '../_base_/models/mobilevit_xs.py',
     '../_base_/datasets/imagenet.py',
-    '../_base_/quant/percentile.py',
+    '../_base_/quant/percentile_w8a8.py',
 ]
 test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))
-quant_method = dict(w_bits=8, a_bits=8)

@@ -4,6 +4,5 @@
 _base_ = [
     '../_base_/models/cascade_mask_rcnn_swin_t_3x.py',
     '../_base_/datasets/coco_calibration.py',
-    '../_base_/quant/percentile.py',
+    '../_base_/quant/percentile_w6a6.py',
 ]
-quant_method = dict(w_bits=6, a_bits=6)

@@ -4,6 +4,5 @@
 _base_ = [
     '../_base_/models/mask_rcnn_swin_t_1x.py',
     '../_base_/datasets/coco_calibration.py',
-    '../_base_/quant/omse.py',
+    '../_base_/quant/omse_w4a4.py',
 ]
-quant_method = dict(w_bits=4, a_bits=4)

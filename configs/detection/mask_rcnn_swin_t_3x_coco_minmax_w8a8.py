@@ -4,6 +4,5 @@
 _base_ = [
     '../_base_/models/mask_rcnn_swin_t_3x.py',
     '../_base_/datasets/coco_calibration.py',
-    '../_base_/quant/minmax.py',
+    '../_base_/quant/minmax_w8a8.py',
 ]
-quant_method = dict(w_bits=8, a_bits=8)

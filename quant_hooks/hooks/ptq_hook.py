@@ -124,7 +124,8 @@ class PTQHook(Hook):
         self.sites = sites
         self.record.update(
             method=self.method.describe(), adapter=dict(s['adapter']), num_sites=len(sites),
-            sites_by_kind=count_kinds(sites), tensors_by_role=count_roles(sites), calibration=calib,
+            sites_by_kind=count_kinds(sites), tensors_by_role=count_roles(sites),
+            blocks=sorted({s.block or s.name for s in sites}), calibration=calib,
             quantize_seconds=round(seconds, 3), **summary)
         runner.logger.info(f'PTQHook: {len(sites)} sites quantized by {self.method.describe()["type"]} '
                            f'(W{self.method.w_bits}/A{self.method.a_bits}) in {seconds:.1f}s; '

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from torch import nn
 
 from ..layout import resolve_granularity
-from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits
+from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits, run_calibration_passes
 from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
 
@@ -57,6 +57,9 @@ class PTQMethod:
             a_bits=...)``; a site matches if its name matches a glob or it has one of the tags. Example: keep
             the first layer at 8 bits with ``dict(tags=['first'], w_bits=8, a_bits=8)``.
         float_roles: roles left in floating point (e.g. ``['post_softmax']``).
+        only: quantize only a subset, the rest stays in floating point: ``dict(roles=[roles], blocks=[globs])``;
+            a tensor is quantized if its role is in ``roles`` (when given) and its site's ``block`` (or name)
+            matches a glob or lies inside a listed block (when given). Used by ``tools/sensitivity.py``.
         reconstruction: learned reconstruction after calibration, any recipe: ``dict(unit='block', iters=...)``
             (see :class:`~quant_hooks.reconstruction.ReconstructionConfig`) over the recipe's
             ``reconstruction_defaults`` (``True`` or ``dict()``: those defaults); ``None``: the recipe's default
@@ -70,7 +73,8 @@ class PTQMethod:
     reconstruct_by_default: bool = False
 
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
-                 float_roles: Iterable[str] = (), reconstruction: dict | bool | None = None):
+                 float_roles: Iterable[str] = (), only: dict | None = None,
+                 reconstruction: dict | bool | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -85,9 +89,12 @@ class PTQMethod:
         self.float_roles = tuple(float_roles)
         #: entries of the model's state dict this method rewrote (saved with the quantizer state)
         self.model_state_keys: list[str] = []
+        #: passes over the calibration set the last ``calibrate_activations`` ran
+        self.calibration_passes = 0
         bad_roles = set(self.float_roles) - set(Role.ALL)
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
+        self.only = self._check_only(only)
         self.reconstruction = self._reconstruction_config(reconstruction)
 
     def _reconstruction_config(self, given) -> ReconstructionConfig | None:
@@ -98,6 +105,30 @@ class PTQMethod:
                              'of ReconstructionConfig settings')
         given = given if isinstance(given, dict) else {}
         return ReconstructionConfig(**dict(self.reconstruction_defaults, **given))
+
+    @staticmethod
+    def _check_only(only: dict | None) -> dict | None:
+        if not only:
+            return None
+        if not isinstance(only, dict) or set(only) - {'roles', 'blocks'}:
+            raise ValueError(f'only={only!r} is invalid: give a dict with the keys roles and/or blocks')
+        out = {k: [only[k]] if isinstance(only[k], str) else list(only[k]) for k in ('roles', 'blocks') if k in only}
+        bad = set(out.get('roles', ())) - set(Role.ALL)
+        if bad:
+            raise ValueError(f'only.roles {sorted(bad)} are invalid: allowed values are {Role.ALL}')
+        return out
+
+    def selects(self, site: QuantSite, role: str) -> bool:
+        """Whether ``only`` (if set) keeps the tensor of ``role`` at ``site`` quantized."""
+        if self.only is None:
+            return True
+        if 'roles' in self.only and role not in self.only['roles']:
+            return False
+        if 'blocks' in self.only:
+            unit = site.block or site.name
+            return any(fnmatch.fnmatch(unit, g) or unit.startswith(g + '.') or site.name.startswith(g + '.')
+                       for g in self.only['blocks'])
+        return True
 
     # -- assignment -----------------------------------------------------------------------------------------
     def bits_for(self, site: QuantSite) -> tuple[int, int]:
@@ -124,7 +155,7 @@ class PTQMethod:
             w_bits, a_bits = self.bits_for(site)
             built = {}
             for slot, role in site.roles.items():
-                if role in self.float_roles:
+                if role in self.float_roles or not self.selects(site, role):
                     built[slot] = None
                 elif role == Role.WEIGHT:
                     spec = self._learnable_weight(self.weight_quantizer(site, w_bits))
@@ -153,41 +184,51 @@ class PTQMethod:
 
     # -- calibration ----------------------------------------------------------------------------------------
     def calibrate_weights(self, sites: list[QuantSite]) -> None:
+        """Calibrate every weight quantizer on its weight (as many passes as its search needs)."""
         for site, _, q in iter_quantizers(sites, weights=True):
-            q.reset()
-            q.observing = True
-            q(site.module.weight)
-            q.freeze()
+            weight = site.module.weight
+            run_calibration_passes([q], lambda q=q, weight=weight: (q(weight), 1)[1])
 
     def calibrate_activations(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> int:
-        """Observe activations on the float model (weights unquantized), then freeze."""
+        """Observe activations on the float model (weights unquantized), then freeze.
+
+        ``run_calibration`` runs the calibration set once; it is called again while a quantizer's search needs
+        another pass over the same data (exact searches score their candidates in a second pass).
+        """
         weight_qs = [q for _, _, q in iter_quantizers(sites, weights=True)]
         act_qs = [q for _, _, q in iter_quantizers(sites, weights=False)]
         for q in weight_qs:
             q.enabled = False
-        for q in act_qs:
-            q.reset()
-            q.observing = True
         try:
-            n = run_calibration()
+            n, self.calibration_passes = run_calibration_passes(act_qs, run_calibration)
         finally:
-            for q in act_qs:
-                q.observing = False
             for q in weight_qs:
                 q.enabled = True
         if n == 0:
             raise EmptyCalibrationError('the calibration set produced no batch: give at least one image '
                                         '(calibration.num_images >= 1)')
-        for q in act_qs:
-            q.freeze()
         return n
+
+    def search_summary(self, sites: list[QuantSite]) -> dict:
+        """How the quantizers' searches ran, for the results file: per quantizer type and range method, how many
+        scored every value (``exact``) or a sample (``sampled``)."""
+        out: dict = {}
+        for _, _, q in iter_quantizers(sites):
+            info = q.describe()
+            inner = info.get('inner') or info.get('logits') or info
+            key = f'{info["type"]}/{inner.get("range_method", "-")}'
+            kind = 'exact' if inner.get('exact', True) else 'sampled'
+            out.setdefault(key, dict(exact=0, sampled=0))[kind] += 1
+        return out
 
     def quantize(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
         """Assign, calibrate and finish; returns a summary for the results file."""
         self.assign(sites)
         self.calibrate_weights(sites)
         n = self.calibrate_activations(sites, run_calibration)
-        return dict(calibration_batches=n, **self.finish(sites, run_calibration))
+        summary = dict(calibration_batches=n, calibration_passes=self.calibration_passes,
+                       quantizer_searches=self.search_summary(sites))
+        return dict(summary, **self.finish(sites, run_calibration))
 
     def finish(self, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
         """Steps after calibration (reparameterization, searches); returns facts for the results file."""
@@ -203,8 +244,10 @@ class PTQMethod:
         return summary
 
     def describe(self) -> dict:
-        d = dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
-                 float_roles=list(self.float_roles))
+        out = dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
+                   float_roles=list(self.float_roles))
+        if self.only is not None:
+            out['only'] = self.only
         if self.reconstruction is not None:
-            d['reconstruction'] = self.reconstruction.describe()
-        return d
+            out['reconstruction'] = self.reconstruction.describe()
+        return out

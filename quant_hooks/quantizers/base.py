@@ -3,6 +3,9 @@
 Life cycle of a :class:`Quantizer`:
 
 1. *observe*: with ``observing`` on, ``forward(x)`` records statistics of ``x`` and returns ``x`` unchanged;
+   a quantizer whose search scores candidates on every value needs the same calibration data more than once:
+   call ``end_pass()`` after each pass over the data; it returns True while another pass is needed
+   (``calibration_passes`` says how many are planned; :func:`~.calibrate.run_calibration_passes` drives it);
 2. *freeze*: ``freeze()`` turns the statistics into parameters (scales, zero-points, ...) stored as buffers,
    so a calibrated state saves and reloads with ``state_dict``;
 3. *quantize*: ``forward(x)`` returns the fake-quantized ``x``; with ``enabled`` off it returns ``x``.
@@ -49,6 +52,14 @@ class Quantizer(nn.Module):
         self.num_observed = 0
         #: bumped whenever parameters change, so owners can cache derived tensors (quantized weights)
         self.version = 0
+        #: what the calibration search did (set by ``freeze``), see :meth:`describe`
+        self.search_info: dict = {}
+        self._reset_passes()
+
+    def _reset_passes(self):
+        self.passes_done = 0
+        self._pass_open = False
+        self._needs_pass = False
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @property
@@ -76,13 +87,42 @@ class Quantizer(nn.Module):
         with torch.no_grad():
             self._observe(x.detach())
         self.num_observed += 1
+        self._pass_open = True
+
+    @property
+    def calibration_passes(self) -> int:
+        """Passes over the calibration data that the search needs (1: statistics only)."""
+        return 1
+
+    def end_pass(self) -> bool:
+        """Finish one pass over the calibration data.
+
+        Returns:
+            True when the quantizer needs to observe the same calibration data once more (in the same order is
+            not required, the same values are), False when it is ready to ``freeze``.
+        """
+        if self.requires_calibration and self.num_observed == 0:
+            raise EmptyCalibrationError(f'{self.where} cannot be calibrated: it observed no data '
+                                        '(empty calibration set, or the site is never reached by the model)')
+        self._needs_pass = bool(self._end_pass())
+        self._pass_open = False
+        self.passes_done += 1
+        return self._needs_pass
 
     def freeze(self) -> None:
         """Compute parameters from the observed statistics and drop the statistics."""
         if self.requires_calibration and self.num_observed == 0:
             raise EmptyCalibrationError(f'{self.where} cannot be calibrated: it observed no data '
                                         '(empty calibration set, or the site is never reached by the model)')
+        if self._pass_open:
+            self.end_pass()
+        if self._needs_pass:
+            raise QuantizerError(
+                f'{self.where} needs {self.calibration_passes} passes over the same calibration data and ran '
+                f'{self.passes_done}: call end_pass() after each pass and observe the data again while it returns '
+                'True (quant_hooks.quantizers.run_calibration_passes and calibrate do this)')
         self._compute_params()
+        self.search_info = self._search_info()
         self._reset_observer()
         self.observing = False
         self.calibrated_.fill_(True)
@@ -91,7 +131,9 @@ class Quantizer(nn.Module):
     def reset(self) -> None:
         """Forget statistics and parameters (back to the uncalibrated state)."""
         self._reset_observer()
+        self._reset_passes()
         self.num_observed = 0
+        self.search_info = {}
         self.calibrated_.fill_(False)
         self.version += 1
 
@@ -104,6 +146,19 @@ class Quantizer(nn.Module):
 
     def _reset_observer(self) -> None:
         pass
+
+    def _end_pass(self) -> bool:
+        """End of a pass over the calibration data; True when another pass is needed."""
+        return False
+
+    def _search_info(self) -> dict:
+        """What the calibration search did (called by ``freeze`` before the statistics are dropped)."""
+        return {}
+
+    def describe(self) -> dict:
+        """The quantizer's type, bit width, granularity and what its calibration search did."""
+        return dict(type=getattr(self, 'registry_name', type(self).__name__), bits=self.bits,
+                    granularity=self.granularity.name, **self.search_info)
 
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
         """Quantize and dequantize ``x`` with the frozen (or dynamic) parameters."""

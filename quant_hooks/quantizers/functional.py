@@ -59,7 +59,7 @@ def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) ->
 LARGE_ROW = 1 << 22
 
 
-def _tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
+def group_tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
     """The ``k`` largest (or smallest) values of each row, sorted from the extreme inwards, ``[G, k]``.
 
     For one very long row (a per-tensor range over a huge calibration tensor) a full ``topk`` is slow, so the
@@ -85,7 +85,7 @@ def group_quantiles(xg: torch.Tensor, qs) -> torch.Tensor:
 
     Uses one ``topk`` per tail for all the levels on that tail, so it works for any S (``torch.quantile``
     refuses more than 16M elements) and costs O(S) rather than a full sort; very long single rows are
-    pre-filtered (see :func:`_tail`), so a 100M-element tensor takes seconds.
+    pre-filtered (see :func:`group_tail`), so a 100M-element tensor takes seconds.
     """
     n = xg.shape[1]
     ranks = []
@@ -95,8 +95,8 @@ def group_quantiles(xg: torch.Tensor, qs) -> torch.Tensor:
         ranks.append((lo_rank, min(lo_rank + 1, n - 1), pos - lo_rank))
     upper = [r for r in ranks if r[0] >= (n - 1) / 2]
     lower = [r for r in ranks if r[0] < (n - 1) / 2]
-    top = _tail(xg, n - min(r[0] for r in upper), largest=True) if upper else None
-    bottom = _tail(xg, max(r[1] for r in lower) + 1, largest=False) if lower else None
+    top = group_tail(xg, n - min(r[0] for r in upper), largest=True) if upper else None
+    bottom = group_tail(xg, max(r[1] for r in lower) + 1, largest=False) if lower else None
     out = []
     for lo_rank, hi_rank, frac in ranks:
         if lo_rank >= (n - 1) / 2:  # upper tail: top[:, j] is the (n-1-j)-th order statistic
@@ -123,11 +123,6 @@ def strided_columns(xg: torch.Tensor, max_cols: int) -> torch.Tensor:
     i = torch.arange(max_cols, device=xg.device, dtype=torch.int64)
     idx = (2 * i * (n - 1) + (max_cols - 1)) // (2 * (max_cols - 1))
     return xg.index_select(1, idx)
-
-
-def lp_error(x: torch.Tensor, xq: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """Per-row mean ``|x - x̂|^p`` of ``[G, S]`` tensors."""
-    return (x - xq).abs_().pow_(p).mean(dim=1)
 
 
 def floor_ste(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from .base import Quantizer
 from .errors import QuantizerError, check_choice
 from .functional import MIN_SCALE, affine_params, fake_quant_affine, quantize_affine
 from .granularity import PerChannel, PerTensor
-from .observer import GroupObserver
+from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
 
 OVERFLOW_POLICIES = ('clamp_range', 'symmetric', 'none')
@@ -68,17 +68,67 @@ def _params(lo, hi, bits, symmetric, overflow):
     return resolve_zero_point_overflow(lo, hi, bits, overflow)
 
 
-def _loss(sample: torch.Tensor, xq: torch.Tensor, loss: str) -> torch.Tensor:
-    """Scalar calibration loss over a ``[C, S]`` sample."""
-    if loss == 'mse':
-        return (xq - sample).square().mean()
-    return 1.0 - torch.nn.functional.cosine_similarity(xq.reshape(1, -1), sample.reshape(1, -1), eps=1e-12)[0]
+def _candidate_params(lo_c, hi_c, bits, schemes, granularities, overflow, alphas):
+    """Parameters of every (granularity, scheme, α) candidate: a list of ``(granularity, scheme, [(scale, zp,
+    qmin, qmax, overflow) per α])``, each tensor ``[C]``."""
+    out = []
+    for gran in granularities:
+        lo, hi = (lo_c, hi_c) if gran == 'per_channel' else (lo_c.min().expand_as(lo_c), hi_c.max().expand_as(hi_c))
+        for scheme in schemes:
+            out.append((gran, scheme, [_params(lo * a, hi * a, bits, scheme == 'symmetric', overflow) for a in alphas]))
+    return out
+
+
+def candidate_sums(sample: torch.Tensor, params, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per channel sums that score every candidate: ``[C, K, A, 3]`` with the squared error, ``x̂·x`` and ``x̂²``
+    of candidate K at shrink factor A, summed over the values of ``sample`` (``[C, S]``)."""
+    sums = []
+    for _, _, per_alpha in params:
+        row = []
+        for s, z, qn, qx, _ in per_alpha:  # small grid; vectorized over channels and values
+            xq = fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None])
+            w = 1.0 if weight is None else weight
+            row.append(torch.stack([((xq - sample).square() * w).sum(1), (xq * sample * w).sum(1),
+                                    (xq.square() * w).sum(1)], dim=1))
+        sums.append(torch.stack(row, dim=1))
+    return torch.stack(sums, dim=1)
+
+
+def choose_candidates(params, sums: torch.Tensor, x_sq: torch.Tensor, count: int, loss: str) -> list[dict]:
+    """Best α of each candidate and its loss, from :func:`candidate_sums` accumulated over all values.
+
+    Args:
+        params: from :func:`_candidate_params`.
+        sums: ``[C, K, A, 3]`` accumulated sums.
+        x_sq: ``[C]`` sum of ``x²`` per channel.
+        count: number of values (all channels).
+        loss: ``mse`` or ``cosine``.
+    """
+    out = []
+    for k, (gran, scheme, per_alpha) in enumerate(params):
+        err = sums[:, k, :, 0]  # [C, A]
+        if gran == 'per_channel':
+            best = err.argmin(dim=1)  # first minimum: ties go to the smaller α
+        else:
+            best = err.sum(0).argmin().expand(err.shape[0])
+        picked = sums[:, k].gather(1, best[:, None, None].expand(-1, 1, 3))[:, 0]  # [C, 3]
+        if loss == 'mse':
+            value = picked[:, 0].sum() / count
+        else:
+            norm = torch.sqrt(picked[:, 2].sum() * x_sq.sum())
+            value = 1.0 - picked[:, 1].sum() / torch.clamp(norm, min=1e-12)
+        stacked = [torch.stack([t[i] for t in per_alpha], dim=1) for i in range(5)]  # each [C, A]
+        s, z, qn, qx, over = [t.gather(1, best[:, None])[:, 0] for t in stacked]
+        n_over = int(over.sum()) if gran == 'per_channel' else int(over[:1].sum())
+        out.append(dict(granularity=gran, scheme=scheme, loss=float(value), scale=s, zero_point=z, qmin=qn, qmax=qx,
+                        overflow=n_over))
+    return out
 
 
 def evaluate_candidates(lo_c: torch.Tensor, hi_c: torch.Tensor, sample: torch.Tensor, bits: int,
                         schemes=SCHEMES, granularities=GRANULARITIES, overflow: str = 'clamp_range',
                         loss: str = 'mse', alphas=(1.0, )) -> list[dict]:
-    """Calibration loss of every (granularity, scheme) candidate.
+    """Calibration loss of every (granularity, scheme) candidate on the values ``sample``.
 
     Args:
         lo_c, hi_c: per-channel observed min / max, ``[C]``.
@@ -88,46 +138,26 @@ def evaluate_candidates(lo_c: torch.Tensor, hi_c: torch.Tensor, sample: torch.Te
         granularities: subset of ``per_tensor`` (layer-wise), ``per_channel``.
         overflow: zero-point overflow policy for the asymmetric scheme (see :func:`resolve_zero_point_overflow`).
         loss: ``mse`` or ``cosine`` (1 - cosine similarity) of x̂ vs x.
-        alphas: range shrink factors tried per candidate (``(1.0,)``: min/max); the best is kept (per channel
-            for channel-wise candidates, one for layer-wise ones).
+        alphas: range shrink factors tried per candidate (``(1.0,)``: min/max); the best (lowest squared error)
+            is kept, per channel for channel-wise candidates, one for layer-wise ones.
 
     Returns:
         one dict per candidate: ``granularity``, ``scheme``, ``loss``, ``scale``, ``zero_point``, ``qmin``,
         ``qmax`` (per channel ``[C]``, equal entries for layer-wise), ``overflow`` (number of overflowing groups).
     """
-    out = []
-    for gran in granularities:
-        for scheme in schemes:
-            sym = scheme == 'symmetric'
-            lo, hi = (lo_c, hi_c) if gran == 'per_channel' else (lo_c.min().expand_as(lo_c),
-                                                                  hi_c.max().expand_as(hi_c))
-            best, best_err = None, None
-            for a in alphas:  # small grid; vectorized over channels and values
-                s, z, qn, qx, over = _params(lo * a, hi * a, bits, sym, overflow)
-                xq = fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None])
-                err_c = (xq - sample).square().mean(dim=1)
-                err = err_c if gran == 'per_channel' else err_c.mean().expand_as(err_c)
-                if best is None:
-                    best, best_err = [s, z, qn, qx, over], err
-                else:
-                    better = err < best_err
-                    best = [torch.where(better, new, old) for new, old in zip((s, z, qn, qx, over), best)]
-                    best_err = torch.where(better, err, best_err)
-            s, z, qn, qx, over = best
-            xq = fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None])
-            n_over = int(over.sum()) if gran == 'per_channel' else int(over[:1].sum())
-            out.append(dict(granularity=gran, scheme=scheme, loss=float(_loss(sample, xq, loss)), scale=s,
-                            zero_point=z, qmin=qn, qmax=qx, overflow=n_over))
-    return out
+    check_choice(loss, 'loss', LOSSES)
+    params = _candidate_params(lo_c, hi_c, bits, schemes, granularities, overflow, alphas)
+    sums = candidate_sums(sample.float(), params).double()
+    return choose_candidates(params, sums, sample.double().square().sum(1), sample.numel(), loss)
 
 
 @register_quantizer('qhyvit')
 class HybridQuantizer(Quantizer):
     """Uniform activation quantizer whose scheme and granularity are chosen per layer by calibration loss.
 
-    At ``freeze`` every candidate in ``schemes`` × ``granularities`` is scored on the calibration values and
-    the lowest loss wins (ties go to the earlier candidate: asymmetric before symmetric, layer-wise before
-    channel-wise with the defaults). Asymmetric candidates handle zero-point overflow with ``overflow``.
+    Every candidate in ``schemes`` × ``granularities`` is scored on all calibration values (a second pass, once
+    the per-channel ranges are known) and the lowest loss wins (ties go to the earlier candidate: asymmetric
+    before symmetric, layer-wise before channel-wise with the defaults). Asymmetric candidates handle zero-point overflow with ``overflow``.
     The choice is stored in buffers (``symmetric_``, ``channelwise_``, ``losses``) with the parameters, so a
     saved state reloads it; ``choice`` describes it.
 
@@ -145,12 +175,12 @@ class HybridQuantizer(Quantizer):
         loss: ``mse`` or ``cosine``.
         range_method: ``minmax``, or ``mse`` (also try ranges shrunk by ``linspace(*alpha_range, search_steps)``).
         search_steps, alpha_range: the shrink grid of ``mse``.
-        max_samples: bound on the calibration values kept to score the candidates.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
     """
 
     def __init__(self, bits: int = 8, channel_axis: int = -1, schemes=SCHEMES, granularities=GRANULARITIES,
                  overflow: str = 'clamp_range', loss: str = 'mse', range_method: str = 'minmax', search_steps: int = 20,
-                 alpha_range=(0.5, 1.0), max_samples: int = 1 << 18):
+                 alpha_range=(0.5, 1.0), max_samples: int | None = None):
         self.schemes = tuple(schemes)
         self.granularities = tuple(granularities)
         for s in self.schemes:
@@ -165,12 +195,11 @@ class HybridQuantizer(Quantizer):
         self.overflow = check_choice(overflow, 'overflow', OVERFLOW_POLICIES)
         self.loss = check_choice(loss, 'loss', LOSSES)
         self.range_method = check_choice(range_method, 'range_method', ('minmax', 'mse'))
-        if search_steps < 1 or not 0 < alpha_range[0] <= alpha_range[1]:
-            raise QuantizerError(f'search_steps={search_steps}, alpha_range={alpha_range} are invalid: '
-                                 'need search_steps >= 1 and 0 < alpha_range[0] <= alpha_range[1]')
+        grid = alpha_grid(alpha_range, search_steps)
+        self.alphas = (1.0, ) if self.range_method == 'minmax' else tuple(grid)
         self.search_steps = int(search_steps)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
-        self.max_samples = int(max_samples)
+        self.max_samples = max_samples
         for name in ('scale', 'zero_point', 'qmin', 'qmax', 'losses'):
             self.register_buffer(name, torch.empty(0))
         self.register_buffer('symmetric_', torch.tensor(False))
@@ -179,21 +208,37 @@ class HybridQuantizer(Quantizer):
         self._reset_observer()
 
     def _reset_observer(self):
-        self._obs = GroupObserver(PerChannel(self.channel_axis), (), self.max_samples, where=lambda: self.where)
+        self._search = RangeSearch(PerChannel(self.channel_axis), (), 'after_stats', self.max_samples)
+        self._params = None
+        self._x_sq = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned
 
     def _observe(self, x):
-        self._obs.observe(x)
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            xs, weight = scored
+            self._search.accumulate(candidate_sums(xs, self._params, weight))
+            x_sq = xs.double().square().sum(1)
+            self._x_sq = x_sq if self._x_sq is None else self._x_sq + x_sq
+
+    def _end_pass(self):
+        more = self._search.end_pass(self.where)
+        if self._params is None:
+            s = self._search
+            self._params = _candidate_params(s.lo, s.hi, self.bits, self.schemes, self.granularities, self.overflow,
+                                             self.alphas)
+        return more
 
     def _compute_params(self):
-        obs = self._obs
-        alphas = (1.0, ) if self.range_method == 'minmax' else \
-            tuple(torch.linspace(*self.alpha_range, self.search_steps).tolist())
-        cands = evaluate_candidates(obs.lo, obs.hi, obs.sample(), self.bits, self.schemes, self.granularities,
-                                    self.overflow, self.loss, alphas)
+        s = self._search
+        cands = choose_candidates(self._params, s.scores, self._x_sq, s.scored_values, self.loss)
         losses = torch.tensor([c['loss'] for c in cands])
         best = cands[int(losses.argmin())]  # first minimum: ties go to the earlier candidate
         channelwise = best['granularity'] == 'per_channel'
-        shape = obs.param_shape if channelwise else ()
+        shape = s.param_shape if channelwise else ()
         pick = (lambda t: t.reshape(shape)) if channelwise else (lambda t: t[0].reshape(()))
         self.scale = pick(best['scale']).clamp_min(MIN_SCALE)
         self.zero_point = pick(best['zero_point'])
@@ -204,6 +249,9 @@ class HybridQuantizer(Quantizer):
         self.channelwise_ = torch.tensor(channelwise)
         self.overflowed = torch.tensor(best['overflow'])
         self._sync_granularity()
+
+    def _search_info(self):
+        return dict(range_method=self.range_method, choice=self.choice, **self._search.info())
 
     def _sync_granularity(self):
         self.granularity = PerChannel(self.channel_axis) if bool(self.channelwise_) else PerTensor()

@@ -5,9 +5,9 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice, check_percentiles
-from .functional import MIN_SCALE, log_codes, log_dequant, log_fake_quant, log_round, lp_error
+from .functional import MIN_SCALE, log_codes, log_dequant, log_fake_quant, log_round
 from .granularity import PerChannel, PerHead, PerTensor, require_granularity
-from .observer import GroupObserver
+from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
 
 LOG_RANGE_METHODS = ('minmax', 'percentile', 'fixed')
@@ -25,7 +25,8 @@ class LogQuantizer(Quantizer):
         * RepQ-ViT's log√2 code computes ``2^(-ceil(q/2)) · (1 + (√2 - 1)·(q mod 2)) · Δ``; this is the same
           value as ``Δ · 2^(-q/2)``, computed here with one ``exp2`` (equal to within float rounding).
         * RepQ-ViT's code picks Δ among ``quantile(x, p)``, p in {0.999, 0.9999, 0.99999}, by the L2 error
-          (``range_method='percentile'``, the default); ``minmax`` uses Δ = max(x); ``fixed`` uses a given Δ
+          (``range_method='percentile'``, the default; quantiles and errors over all calibration values, the
+          errors in a second pass); ``minmax`` uses Δ = max(x); ``fixed`` uses a given Δ
           (1.0 for probabilities, as FQ-ViT does) and needs no calibration.
         * ``rounding='linear'`` (base 2 only) rounds the ratio ``Δ / x`` to the nearest power of two in the
           linear domain (round up when ``Δ/x - 2^f >= 2^(f-1)``, ``f = floor(log2(Δ/x))``), as FQ-ViT's
@@ -39,14 +40,15 @@ class LogQuantizer(Quantizer):
         scale: Δ for ``range_method='fixed'``.
         rounding: ``log`` or ``linear`` (see above).
         underflow: ``zero`` or ``clamp`` (see above).
-        max_samples: bound on the values kept to score percentile candidates.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
+        quantile_mode: ``all`` (quantiles of all calibration values) or ``per_batch_mean``.
     """
 
     levels_per_octave = 1
 
     def __init__(self, bits: int = 4, granularity='per_tensor', range_method: str = 'percentile',
                  percentiles=(0.999, 0.9999, 0.99999), scale: float | None = None, rounding: str = 'log',
-                 underflow: str = 'zero', max_samples: int = 1 << 18):
+                 underflow: str = 'zero', max_samples: int | None = None, quantile_mode: str = 'all'):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_head=PerHead, per_channel=PerChannel),
                             type(self).__name__, dynamic=False)
@@ -57,7 +59,8 @@ class LogQuantizer(Quantizer):
                                  "['log'] (linear-domain rounding is defined for base 2 only)")
         self.underflow = check_choice(underflow, 'underflow', ('zero', 'clamp'))
         self.percentiles = check_percentiles(percentiles)
-        self.max_samples = int(max_samples)
+        self.max_samples = max_samples
+        self.quantile_mode = quantile_mode
         self.register_buffer('scale', torch.empty(0))
         if self.range_method == 'fixed':
             if scale is None or not float(scale) > 0:
@@ -73,33 +76,52 @@ class LogQuantizer(Quantizer):
 
     # -- calibration ----------------------------------------------------------------------------------------
     def _reset_observer(self):
-        quantiles = self.percentiles if self.range_method == 'percentile' else ()
-        self._obs = GroupObserver(self.granularity, quantiles, self.max_samples,
-                                  keep_samples=self.range_method == 'percentile' and len(self.percentiles) > 1,
-                                  where=lambda: self.where)
+        pct = self.range_method == 'percentile'
+        scored = pct and len(self.percentiles) > 1
+        self._search = RangeSearch(self.granularity, self.percentiles if pct else (),
+                                   'after_stats' if scored else 'none', self.max_samples, self.quantile_mode)
+        self._cands = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned if self.requires_calibration else 1
 
     def _observe(self, x):
-        if self.requires_calibration:
-            self._obs.observe(x)
+        if not self.requires_calibration:
+            return
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            xs, _ = scored
+            self._search.accumulate(torch.stack([error_sum(xs, self._fq(xs, self._cands[:, i:i + 1]))
+                                                 for i in range(self._cands.shape[1])], dim=1))
+
+    def _end_pass(self):
+        if not self.requires_calibration:
+            return False
+        more = self._search.end_pass(self.where)
+        if self._cands is None:
+            s = self._search
+            self._cands = (s.hi[:, None] if self.range_method == 'minmax' else s.quantiles()).clamp_min(MIN_SCALE)
+        return more
 
     def _compute_params(self):
         if not self.requires_calibration:
             return
-        obs = self._obs
-        if self.range_method == 'minmax':
-            best = obs.hi
+        s = self._search
+        if s.scores is None:
+            self._best = torch.zeros(self._cands.shape[0], dtype=torch.long, device=self._cands.device)
         else:
-            cands = obs.mean_quantiles()  # [G, P]
-            if cands.shape[1] == 1:
-                best = cands[:, 0]
-            else:
-                sample = obs.sample()
-                errs = torch.stack([
-                    lp_error(sample, self._fq(sample, cands[:, i:i + 1].clamp_min(MIN_SCALE)))
-                    for i in range(cands.shape[1])
-                ], dim=1)
-                best = cands.gather(1, errs.argmin(dim=1, keepdim=True))[:, 0]
-        self.scale = obs.reshape(best.clamp_min(MIN_SCALE))
+            self._best = first_argmin(s.scores)
+        self.scale = s.reshape(self._cands.gather(1, self._best[:, None])[:, 0])
+
+    def _search_info(self):
+        if not self.requires_calibration:
+            return dict(range_method='fixed')
+        info = dict(range_method=self.range_method, **self._search.info())
+        if self.range_method == 'percentile':
+            picked = torch.tensor(self.percentiles)[self._best.cpu()]
+            info['percentile'] = float(picked) if picked.numel() == 1 else picked.tolist()
+        return info
 
     # -- quantization ---------------------------------------------------------------------------------------
     def _codes(self, x, scale):

@@ -88,7 +88,15 @@ class NoisyQuantizer(Quantizer):
         self._noise_shape = None
         self._lo, self._hi = math.inf, -math.inf
 
+    @property
+    def calibration_passes(self):
+        return self.quantizer.calibration_passes
+
     def _observe(self, x):
+        self.quantizer.site = f'{self.site}:inner'
+        if self.passes_done:  # later passes only feed the wrapped quantizer's search
+            self.quantizer.observe(x)
+            return
         ch = PerChannel(self.channel_axis)
         c = ch.num_groups(x)
         if self._channels is not None and c != self._channels:
@@ -98,17 +106,21 @@ class NoisyQuantizer(Quantizer):
         self._noise_shape = tuple(ch.param_shape(x))
         self._lo = min(self._lo, float(x.min()))
         self._hi = max(self._hi, float(x.max()))
-        self.quantizer.site = f'{self.site}:inner'
         self.quantizer.observe(x)
 
+    def _end_pass(self):
+        return self.quantizer.end_pass()
+
     def _compute_params(self):
-        if self.quantizer.requires_calibration:
-            self.quantizer.freeze()
+        self.quantizer.freeze()
         c = self._channels
         self.step = self._reference_step(c)
         gen = torch.Generator().manual_seed(self.seed)
         self.noise_unit = (torch.rand(c, generator=gen, dtype=torch.float64) - 0.5).float().to(self.step.device)
         self._update_noise()
+
+    def _search_info(self):
+        return dict(inner=self.quantizer.describe())
 
     def _reference_step(self, c: int) -> torch.Tensor:
         if self.step_mode != 'auto':

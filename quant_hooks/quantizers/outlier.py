@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
-from .functional import affine_params, fake_quant_affine, masked_group_quantile, quantize_affine, strided_columns, \
-    uniform_qrange
+from .errors import QuantizerError, check_choice, check_percentiles
+from .functional import affine_params, fake_quant_affine, quantize_affine, uniform_qrange
 from .granularity import PerToken, require_granularity
+from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
 
 
@@ -37,6 +37,14 @@ class OutlierAwareQuantizer(Quantizer):
           extension for variable token counts and uses the inlier min/max (a per-token percentile at run time
           would cost a sort per token).
         * a token with no inlier keeps all its values (its scale is irrelevant and set to the smallest scale).
+        * static form, ``outlier_stats``: this project estimates each position's range from its inliers only
+          (``'exclude'``, default: the quantizer keeps outliers in float, so they should not widen the range);
+          the authors' code zeroes the outliers (``x · 1[|x| <= α]``) and computes the statistics, the
+          percentile candidates and their L2 error on that tensor, so every outlier counts as a 0 in its token's
+          statistics (``'zero'``). With ``'zero'`` the range always contains 0 and a token's quantiles shift
+          towards 0 by the share of its outliers.
+        * the percentile candidates are quantiles of all calibration values of a position (see
+          ``quantile_mode``) and are scored on all of them, in a second pass over the calibration data.
 
     The fraction of outliers seen during calibration is kept in the ``outlier_ratio`` buffer (NaN when nothing
     was observed); with ``track_outliers`` the ratio of the last quantized tensor is kept in
@@ -50,13 +58,16 @@ class OutlierAwareQuantizer(Quantizer):
         symmetric: signed codes with ``z = 0`` instead of the asymmetric ``[0, 2^b - 1]``.
         range_method: ``minmax`` or ``percentile`` (static form only).
         percentiles: candidates for ``percentile``.
-        max_samples: values per token position used to score percentile candidates per batch.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
         track_outliers: record ``last_outlier_ratio`` at every call.
+        outlier_stats: static form: ``exclude`` (statistics of the inliers) or ``zero`` (authors' code:
+            outliers count as zeros), see above.
+        quantile_mode: ``all`` (quantiles of all calibration values) or ``per_batch_mean``.
     """
 
     def __init__(self, bits: int = 8, granularity='per_token', threshold: float = 5.0, symmetric: bool = False,
-                 range_method: str = 'minmax', percentiles=(0.999, 0.9999, 0.99999), max_samples: int = 1 << 14,
-                 track_outliers: bool = False):
+                 range_method: str = 'minmax', percentiles=(0.999, 0.9999, 0.99999), max_samples: int | None = None,
+                 track_outliers: bool = False, outlier_stats: str = 'exclude', quantile_mode: str = 'all'):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_token=PerToken, per_token_static=PerToken), 'ppoq')
         try:
@@ -74,7 +85,9 @@ class OutlierAwareQuantizer(Quantizer):
             raise QuantizerError(f"range_method={range_method!r} is invalid with the dynamic per-token form: "
                                  "allowed values are ['minmax']")
         self.percentiles = check_percentiles(percentiles)
-        self.max_samples = check_max_samples(max_samples)
+        self.max_samples = max_samples
+        self.quantile_mode = quantile_mode
+        self.outlier_stats = check_choice(outlier_stats, 'outlier_stats', ('exclude', 'zero'))
         self.track_outliers = bool(track_outliers)
         self.last_outlier_ratio = float('nan')
         self.requires_calibration = not self.granularity.dynamic
@@ -91,68 +104,86 @@ class OutlierAwareQuantizer(Quantizer):
     def _reset_observer(self):
         self._n_outliers = 0
         self._n_values = 0
-        self._lo = self._hi = None
-        self._cand_lo = self._cand_hi = self._cand_err = None
-        self._batches = 0
-        self._param_shape = None
+        pct = self.range_method == 'percentile'
+        levels = list(self.percentiles) + [1.0 - p for p in self.percentiles] if pct else ()
+        scored = pct and len(self.percentiles) > 1
+        self._search = RangeSearch(self.granularity if not self.dynamic else PerToken(dynamic_=False), levels,
+                                   'after_stats' if scored else 'none', self.max_samples, self.quantile_mode)
+        self._cand_lo = self._cand_hi = None
+
+    @property
+    def calibration_passes(self):
+        return 1 if self.dynamic else self._search.passes_planned
 
     def _observe(self, x):
         outliers = x.abs() > self.threshold
-        self._n_outliers += int(outliers.sum())
-        self._n_values += x.numel()
+        if self._search.stage == 'stats':
+            self._n_outliers += int(outliers.sum())
+            self._n_values += x.numel()
         if self.dynamic:
             return
         g = self.granularity
-        shape = g.param_shape(x)
-        if self._param_shape is not None and shape != self._param_shape:
-            raise QuantizerError(f'{self.where}: observed {shape[0]} token positions, earlier batches had '
-                                 f'{self._param_shape[0]}; the static per-token form needs a fixed token count '
+        n_tok = x.shape[g.token_axis]
+        if self._search.param_shape is not None and n_tok != self._search.param_shape[0]:
+            raise QuantizerError(f'{self.where}: observed {n_tok} token positions, earlier batches had '
+                                 f'{self._search.param_shape[0]}; the static per-token form needs a fixed token count '
                                  "(use granularity='per_token' for any token count)")
-        self._param_shape = shape
-        xg = g.grouped(x).float()
-        valid = g.grouped(~outliers)
-        self._batches += 1
-        if self.range_method == 'minmax':
-            lo = torch.where(valid, xg, torch.full_like(xg, math.inf)).amin(dim=1)
-            hi = torch.where(valid, xg, torch.full_like(xg, -math.inf)).amax(dim=1)
-            self._lo = lo if self._lo is None else torch.minimum(self._lo, lo)
-            self._hi = hi if self._hi is None else torch.maximum(self._hi, hi)
-            return
-        levels = list(self.percentiles) + [1.0 - p for p in self.percentiles]
-        qv = masked_group_quantile(xg, valid, levels)
-        n_p = len(self.percentiles)
-        his, los = qv[:, :n_p], qv[:, n_p:]
-        both = strided_columns(torch.cat([xg, valid.to(xg.dtype)], dim=0), self.max_samples)
-        sample, weight = both[:xg.shape[0]], both[xg.shape[0]:]
-        count = weight.sum(dim=1).clamp_min(1)
-        errs = []
-        for i in range(n_p):  # loop over the few candidates; vectorized over tokens and values
-            scale, zp = affine_params(los[:, i], his[:, i], self.bits, self.symmetric)
-            xq = fake_quant_affine(sample, scale[:, None], zp[:, None], self.qmin, self.qmax)
-            errs.append(((xq - sample).square_() * weight).sum(dim=1) / count)
-        err = torch.stack(errs, dim=1)
-        if self._cand_lo is None:
-            self._cand_lo, self._cand_hi, self._cand_err = los, his, err
+        if self.outlier_stats == 'zero':
+            scored = self._search.observe(x.masked_fill(outliers, 0.0), self.where)
         else:
-            self._cand_lo = self._cand_lo + los
-            self._cand_hi = self._cand_hi + his
-            self._cand_err = self._cand_err + err
+            scored = self._search.observe(x, self.where, valid=~outliers)
+        if scored is not None:
+            xs, weight = scored
+            errs = []
+            for i in range(self._cand_lo.shape[1]):  # loop over the few candidates; vectorized over tokens, values
+                scale, zp = affine_params(self._cand_lo[:, i], self._cand_hi[:, i], self.bits, self.symmetric)
+                errs.append(error_sum(xs, fake_quant_affine(xs, scale[:, None], zp[:, None], self.qmin, self.qmax),
+                                      2.0, weight))
+            self._search.accumulate(torch.stack(errs, dim=1))
+
+    def _end_pass(self):
+        if self.dynamic:
+            return False
+        more = self._search.end_pass(self.where)
+        if self._cand_lo is None:
+            s = self._search
+            if self.range_method == 'minmax':
+                self._cand_lo, self._cand_hi = s.lo[:, None], s.hi[:, None]
+            else:
+                n_p = len(self.percentiles)
+                qv = s.quantiles()
+                # a position without inliers has quantiles 0: give it the empty range min/max reports
+                empty = (s.count == 0)[:, None]
+                self._cand_lo = qv[:, n_p:].masked_fill(empty, math.inf)
+                self._cand_hi = qv[:, :n_p].masked_fill(empty, -math.inf)
+                self._cand_lo, self._cand_hi = _no_inlier_to_zero(self._cand_lo, self._cand_hi)
+        return more
 
     def _compute_params(self):
         if self._n_values:
             self.outlier_ratio = torch.tensor(self._n_outliers / self._n_values)
         if self.dynamic:
             return
-        if self.range_method == 'minmax':
-            lo, hi = self._lo, self._hi
+        s = self._search
+        if s.scores is None:
+            best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long, device=self._cand_lo.device)
         else:
-            best = self._cand_err.argmin(dim=1, keepdim=True)
-            lo = self._cand_lo.gather(1, best)[:, 0] / self._batches
-            hi = self._cand_hi.gather(1, best)[:, 0] / self._batches
-        lo, hi = _no_inlier_to_zero(lo, hi)
+            best = first_argmin(s.scores)[:, None]
+        self._best = best[:, 0]
+        lo, hi = _no_inlier_to_zero(self._cand_lo.gather(1, best)[:, 0], self._cand_hi.gather(1, best)[:, 0])
         scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
-        self.scale = scale.reshape(self._param_shape)
-        self.zero_point = zp.reshape(self._param_shape)
+        self.scale = s.reshape(scale)
+        self.zero_point = s.reshape(zp)
+
+    def _search_info(self):
+        info = dict(outlier_ratio=float(self.outlier_ratio))
+        if self.dynamic:
+            return dict(range_method='dynamic', **info)
+        info.update(range_method=self.range_method, outlier_stats=self.outlier_stats, **self._search.info())
+        if self.range_method == 'percentile':
+            counts = torch.bincount(self._best, minlength=len(self.percentiles)).tolist()
+            info['percentile_counts'] = dict(zip(map(str, self.percentiles), counts))
+        return info
 
     # -- quantization ---------------------------------------------------------------------------------------
     def params_for(self, x: torch.Tensor, outliers: torch.Tensor | None = None):

@@ -5,9 +5,9 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice
-from .functional import MIN_SCALE, fake_quant_affine, log_dequant, log_round, lp_error, quantize_affine
+from .functional import MIN_SCALE, fake_quant_affine, log_dequant, log_round, quantize_affine
 from .granularity import PerChannel, require_granularity
-from .observer import GroupObserver
+from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import build_quantizer, register_quantizer
 
 
@@ -23,50 +23,67 @@ class PowerOfTwoFactorQuantizer(Quantizer):
 
     Paper vs code choices:
         * as in FQ-ViT's code, ties between factors go to the smallest α, the zero-point is computed with the
-          largest scale (α = 3) and clamped to the code range, and the candidates are scored on the
-          calibration values (all observed batches here, a bounded deterministic sample of them).
+          largest scale (α = 3) and clamped to the code range, and the candidates are scored on all the
+          calibration values (a second pass over them, once the global range is known).
 
     Args:
         bits: bit width in [2, 16].
         granularity: ``per_channel`` with the channel axis (default ``-1``: token layout ``[..., C]``; use
             ``dict(type='per_channel', axis=1)`` for ``NCHW``).
         max_factor: the largest α (FQ-ViT: 3).
-        max_samples: bound on the values kept to score the factors.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored
+            (a strided sample).
     """
 
-    def __init__(self, bits: int = 8, granularity='per_channel', max_factor: int = 3, max_samples: int = 1 << 18):
+    def __init__(self, bits: int = 8, granularity='per_channel', max_factor: int = 3,
+                 max_samples: int | None = None):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_channel=PerChannel), 'ptf', dynamic=False)
         if isinstance(max_factor, bool) or not isinstance(max_factor, int) or not 0 <= max_factor <= 8:
             raise QuantizerError(f'max_factor={max_factor!r} is invalid: allowed values are integers 0..8')
         self.max_factor = max_factor
-        self.max_samples = int(max_samples)
+        self.max_samples = max_samples
         self.register_buffer('scale', torch.empty(0))
         self.register_buffer('zero_point', torch.empty(0))
         self.register_buffer('alpha', torch.empty(0, dtype=torch.long))
         self._reset_observer()
 
     def _reset_observer(self):
-        self._obs = GroupObserver(self.granularity, (), self.max_samples, where=lambda: self.where)
+        self._search = RangeSearch(self.granularity, (), 'after_stats', self.max_samples)
+        self._base = self._zp = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned
 
     def _observe(self, x):
-        self._obs.observe(x)
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            xs, _ = scored
+            qmax = self.qmax_unsigned
+            self._search.accumulate(torch.stack([
+                error_sum(xs, fake_quant_affine(xs, self._base * 2.0**(a - self.max_factor), self._zp, 0, qmax))
+                for a in range(self.max_factor + 1)], dim=1))
+
+    def _end_pass(self):
+        more = self._search.end_pass(self.where)
+        if self._base is None:  # the global range is known after the first pass
+            s = self._search
+            lo, hi = s.lo.min(), s.hi.max()
+            self._base = ((hi - lo) / self.qmax_unsigned).clamp_min(MIN_SCALE)
+            self._zp = torch.round(-lo / self._base).clamp(0, self.qmax_unsigned)
+        return more
 
     def _compute_params(self):
-        obs = self._obs
-        lo, hi = obs.lo.min(), obs.hi.max()
-        qmax = self.qmax_unsigned
-        base = ((hi - lo) / qmax).clamp_min(MIN_SCALE)
-        zp = torch.round(-lo / base).clamp(0, qmax)
-        sample = obs.sample()
-        errs = torch.stack([
-            lp_error(sample, fake_quant_affine(sample, base * 2.0**(a - self.max_factor), zp, 0, qmax))
-            for a in range(self.max_factor + 1)
-        ], dim=1)
-        alpha = errs.argmin(dim=1)  # first minimum: ties go to the smallest factor
-        self.alpha = obs.reshape(alpha)
-        self.scale = obs.reshape(base * torch.exp2(alpha.float() - self.max_factor))
-        self.zero_point = zp.reshape(())
+        s = self._search
+        alpha = first_argmin(s.scores)  # ties go to the smallest factor
+        self.alpha = s.reshape(alpha)
+        self.scale = s.reshape(self._base * torch.exp2(alpha.float() - self.max_factor))
+        self.zero_point = self._zp.reshape(())
+
+    def _search_info(self):
+        counts = torch.bincount(self.alpha.flatten(), minlength=self.max_factor + 1)
+        return dict(range_method='ptf', factor_counts=counts.tolist(), **self._search.info())
 
     def fake_quant(self, x):
         return fake_quant_affine(x, self.scale.to(x.dtype), self.zero_point.to(x.dtype), 0, self.qmax_unsigned)
@@ -166,8 +183,18 @@ class LogIntSoftmax(Quantizer):
         self.logit_quantizer.site = f'{self.site}:logits'
         self.logit_quantizer.observe(x)
 
+    @property
+    def calibration_passes(self):
+        return self.logit_quantizer.calibration_passes
+
+    def _end_pass(self):
+        return self.logit_quantizer.end_pass()
+
     def _compute_params(self):
         self.logit_quantizer.freeze()
+
+    def _search_info(self):
+        return dict(logits=self.logit_quantizer.search_info)
 
     def reset(self):
         self.logit_quantizer.reset()

@@ -6,9 +6,10 @@ import math
 import torch
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
-from .functional import MIN_SCALE, group_quantiles, log_codes, log_fake_quant, lp_error, strided_columns
+from .errors import QuantizerError, check_choice, check_percentiles
+from .functional import MIN_SCALE, log_codes, log_fake_quant
 from .granularity import PerTensor, require_granularity
+from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
 
 SHIFT_FORMS = ('paper', 'code')
@@ -37,7 +38,8 @@ class ShiftLog2Quantizer(Quantizer):
 
     With a constant shift, values below ``s`` are clamped to ``s`` (``x' = ε``). Δ is chosen by
     ``range_method``: ``'percentile'`` (authors' code: for p in ``percentiles``, Δ = quantile(x', p), keep the
-    one with the lowest L2 error of x̂' vs x') or ``'minmax'`` (Δ = max(x')).
+    one with the lowest L2 error of x̂' vs x'; quantiles and errors over all calibration values, the errors in a
+    second pass once the shift is known) or ``'minmax'`` (Δ = max(x')).
 
     Args:
         bits: bit width in [2, 16].
@@ -46,11 +48,13 @@ class ShiftLog2Quantizer(Quantizer):
         eps: ε added after the shift (authors' code: 1e-6).
         range_method: ``percentile`` or ``minmax``.
         percentiles: candidates for ``percentile``.
-        max_samples: bound on the values kept to score the candidates.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
+        quantile_mode: ``all`` (quantiles of all calibration values) or ``per_batch_mean``.
     """
 
     def __init__(self, bits: int = 4, form: str = 'paper', shift='calibrated', eps: float = 1e-6,
-                 range_method: str = 'percentile', percentiles=(0.999, 0.9999, 0.99999), max_samples: int = 1 << 18):
+                 range_method: str = 'percentile', percentiles=(0.999, 0.9999, 0.99999),
+                 max_samples: int | None = None, quantile_mode: str = 'all'):
         super().__init__(bits, 'per_tensor')
         require_granularity(self.granularity, dict(per_tensor=PerTensor), 'shift_log2')
         self.form = check_choice(form, 'form', SHIFT_FORMS)
@@ -69,48 +73,59 @@ class ShiftLog2Quantizer(Quantizer):
         self.eps = float(eps)
         self.range_method = check_choice(range_method, 'range_method', ('percentile', 'minmax'))
         self.percentiles = check_percentiles(percentiles)
-        self.max_samples = check_max_samples(max_samples)
+        self.max_samples = max_samples
+        self.quantile_mode = quantile_mode
         self.register_buffer('scale', torch.empty(0))
         self.register_buffer('shift', torch.tensor(const))
         self._reset_observer()
 
     # -- calibration ----------------------------------------------------------------------------------------
     def _reset_observer(self):
-        self._min = math.inf
-        self._vmax = -math.inf
-        self._qsum = None
-        self._batches = 0
-        self._pool: list[torch.Tensor] = []
+        pct = self.range_method == 'percentile'
+        self._search = RangeSearch(PerTensor(), self.percentiles if pct else (),
+                                   'after_stats' if pct and len(self.percentiles) > 1 else 'none', self.max_samples,
+                                   self.quantile_mode)
+        self._cands = None
+        self._s = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned
+
+    def _observed_values(self, x):
+        """``[1, S]`` values the search sees: ``x``, or ``x - min(x)`` with the current-tensor shift."""
+        v = x.reshape(1, -1).float()
+        return v - v.min() if self.shift_mode == 'current' else v
 
     def _observe(self, x):
-        v = x.reshape(1, -1).float()
-        batch_min = float(v.min())
-        self._min = min(self._min, batch_min)
-        if self.shift_mode == 'current':
-            v = v - batch_min  # the quantizer sees x - min(x) of each tensor
-        self._vmax = max(self._vmax, float(v.max()))
-        self._batches += 1
-        if self.range_method == 'percentile':
-            q = group_quantiles(v, self.percentiles)[0]
-            self._qsum = q if self._qsum is None else self._qsum + q
-            self._pool.append(strided_columns(v, max(16, self.max_samples // 8)).clone())
-            if sum(s.shape[1] for s in self._pool) > self.max_samples:
-                self._pool = [strided_columns(torch.cat(self._pool, dim=1), self.max_samples).clone()]
+        scored = self._search.observe(self._observed_values(x), self.where, grouped=True)
+        if scored is not None:
+            xs = (scored[0] - self._s).clamp_min_(0).add_(self.eps)  # x' = v - s + ε
+            self._search.accumulate(torch.stack([error_sum(xs, self._fq_shifted(xs, c.clamp_min(MIN_SCALE)))
+                                                 for c in self._cands], dim=1))
+
+    def _end_pass(self):
+        more = self._search.end_pass(self.where)
+        if self._cands is None:
+            srch = self._search
+            if self.shift_mode == 'calibrated':
+                self.shift = srch.lo.reshape(()).clone()
+            # observed values v are x (constant shifts) or x - min(x) (current shift); x' = v - s + eps
+            self._s = 0.0 if self.shift_mode == 'current' else float(self.shift)
+            top = srch.hi[:, None] if self.range_method == 'minmax' else srch.quantiles()
+            self._cands = ((top[0] - self._s).clamp_min(0) + self.eps)
+        return more
 
     def _compute_params(self):
-        if self.shift_mode == 'calibrated':
-            self.shift = torch.tensor(self._min)
-        # observed values v are x (constant shifts) or x - min(x) (current shift); x' = v - s + eps
-        s = 0.0 if self.shift_mode == 'current' else float(self.shift)
-        if self.range_method == 'minmax':
-            delta = torch.tensor(max(self._vmax - s, 0.0) + self.eps)
-        else:
-            cands = (self._qsum / self._batches - s).clamp_min(0) + self.eps
-            sample = (torch.cat(self._pool, dim=1)[0] - s).clamp_min(0) + self.eps
-            errs = torch.stack([lp_error(sample[None], self._fq_shifted(sample[None], c.clamp_min(MIN_SCALE)))[0]
-                                for c in cands])
-            delta = cands[errs.argmin()]
-        self.scale = delta.clamp_min(MIN_SCALE).reshape(())
+        srch = self._search
+        self._best = 0 if srch.scores is None else int(first_argmin(srch.scores)[0])
+        self.scale = self._cands[self._best].clamp_min(MIN_SCALE).reshape(())
+
+    def _search_info(self):
+        info = dict(range_method=self.range_method, **self._search.info())
+        if self.range_method == 'percentile':
+            info['percentile'] = self.percentiles[self._best]
+        return info
 
     # -- quantization ---------------------------------------------------------------------------------------
     def _fq_shifted(self, xs: torch.Tensor, scale: torch.Tensor, inplace: bool = False) -> torch.Tensor:

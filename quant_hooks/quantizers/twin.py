@@ -5,9 +5,9 @@ import torch
 
 from .base import Quantizer, round_ste
 from .errors import QuantizerError
-from .functional import MIN_SCALE, lp_error
+from .functional import MIN_SCALE
 from .granularity import PerChannel, PerHead, PerTensor, require_granularity
-from .observer import GroupObserver
+from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
 from .registry import register_quantizer
 
 #: PTQ4ViT's fixed bound of the negative post-GELU range (GELU's minimum is about -0.16997)
@@ -34,18 +34,18 @@ class TwinSoftmaxQuantizer(Quantizer):
 
     Paper vs code choices:
         * PTQ4ViT scores the candidates ``i`` with a Hessian-guided metric that needs the task loss; this
-          quantizer scores them by the L2 error of x̂ vs x on the calibration values (the method layer can run
-          its own search through :meth:`set_split`).
+          quantizer scores them by the L2 error of x̂ vs x over all calibration values (the candidates are fixed,
+          so in the same single pass; the method layer can run its own search through :meth:`set_split`).
 
     Args:
         bits: bit width in [2, 16] (one bit selects the range).
         granularity: ``per_tensor`` or ``per_head`` (one split per head).
         split_exponents: candidates ``i`` of ``split = 2^-i``.
-        max_samples: bound on the values kept to score the candidates.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', split_exponents=tuple(range(16)),
-                 max_samples: int = 1 << 16):
+                 max_samples: int | None = None):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_head=PerHead, per_channel=PerChannel),
                             'twin_softmax', dynamic=False)
@@ -53,22 +53,32 @@ class TwinSoftmaxQuantizer(Quantizer):
         if not self.split_exponents or not all(isinstance(i, int) and i >= 0 for i in self.split_exponents):
             raise QuantizerError(f'split_exponents={split_exponents!r} is invalid: allowed values are integers >= 0')
         self.half_max = 2**(self.bits - 1) - 1
-        self.max_samples = int(max_samples)
+        self.max_samples = max_samples
         self.register_buffer('split', torch.empty(0))
         self._reset_observer()
 
     def _reset_observer(self):
-        self._obs = GroupObserver(self.granularity, (), self.max_samples, where=lambda: self.where)
+        self._search = RangeSearch(self.granularity, (), 'with_stats', self.max_samples)
 
     def _observe(self, x):
-        self._obs.observe(x)
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            xs, _ = scored
+            self._search.accumulate(torch.stack([error_sum(xs, self._fq(xs, torch.tensor(2.0**-i)))
+                                                 for i in self.split_exponents], dim=1))
+
+    def _end_pass(self):
+        return self._search.end_pass(self.where)
 
     def _compute_params(self):
-        sample = self._obs.sample()
-        splits = [2.0**-i for i in self.split_exponents]
-        errs = torch.stack([lp_error(sample, self._fq(sample, torch.tensor(s))) for s in splits], dim=1)
-        best = torch.tensor(splits)[errs.argmin(dim=1)]
-        self.split = self._obs.reshape(best)
+        splits = torch.tensor([2.0**-i for i in self.split_exponents], device=self._search.scores.device)
+        self._best = first_argmin(self._search.scores)
+        self.split = self._search.reshape(splits[self._best])
+
+    def _search_info(self):
+        exps = torch.tensor(self.split_exponents)[self._best.cpu()]
+        return dict(range_method='twin_split', split_exponent=exps.tolist() if exps.numel() > 1 else int(exps),
+                    **self._search.info())
 
     def set_split(self, split: torch.Tensor) -> None:
         """Set the split point(s) (e.g. from an external search) and mark the quantizer calibrated."""
@@ -106,52 +116,69 @@ class TwinGeluQuantizer(Quantizer):
 
     Paper vs code choices:
         * PTQ4ViT searches ``Δp = α·max(x)/(2^(b-1) - 1)`` for α in ``linspace(0.01, 1.2, 100)`` with a
-          Hessian-guided metric; here the metric is the L2 error of x̂ vs x on the calibration values.
+          Hessian-guided metric; here the metric is the L2 error of x̂ vs x over all calibration values (scored
+          in a second pass, once max(x) is known).
 
     Args:
         bits: bit width in [2, 16].
         granularity: ``per_tensor`` or ``per_channel`` (static; one Δp per channel).
         neg_bound: magnitude of the negative range.
         search_steps, alpha_range: the α grid.
-        max_samples: bound on the values kept to score the candidates.
+        max_samples: ``None`` (every value is scored) or the number of values of each observed tensor scored.
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', neg_bound: float = GELU_NEG_BOUND,
-                 search_steps: int = 100, alpha_range=(0.01, 1.2), max_samples: int = 1 << 16):
+                 search_steps: int = 100, alpha_range=(0.01, 1.2), max_samples: int | None = None):
         super().__init__(bits, granularity)
         require_granularity(self.granularity, dict(per_tensor=PerTensor, per_channel=PerChannel), 'twin_gelu',
                             dynamic=False)
         if not float(neg_bound) > 0:
             raise QuantizerError(f'neg_bound={neg_bound!r} is invalid: allowed values are floats > 0')
-        if search_steps < 1 or not 0 < alpha_range[0] <= alpha_range[1]:
-            raise QuantizerError(f'search_steps={search_steps}, alpha_range={alpha_range} are invalid: '
-                                 'need search_steps >= 1 and 0 < alpha_range[0] <= alpha_range[1]')
+        self.alphas = alpha_grid(alpha_range, search_steps)
         self.neg_bound = float(neg_bound)
         self.search_steps = int(search_steps)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
         self.half = 2**(self.bits - 1)
-        self.max_samples = int(max_samples)
+        self.max_samples = max_samples
         self.register_buffer('scale_pos', torch.empty(0))
         self.register_buffer('scale_neg', torch.tensor(self.neg_bound / self.half))
         self._reset_observer()
 
     def _reset_observer(self):
-        self._obs = GroupObserver(self.granularity, (), self.max_samples, where=lambda: self.where)
+        self._search = RangeSearch(self.granularity, (), 'after_stats', self.max_samples)
+        self._base = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned
 
     def _observe(self, x):
-        self._obs.observe(x)
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            # the negative range is fixed, so only the positive values' error depends on the candidate: score
+            # Q_p(max(x, 0)) against max(x, 0) (the same ranking as the full error, a constant less)
+            pos = scored[0].clamp_min(0)
+            errs = []
+            for a in self.alphas:  # small grid; vectorized over groups and values
+                dp = self._base * a
+                errs.append(error_sum(pos, pos.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)))
+            self._search.accumulate(torch.stack(errs, dim=1))
+
+    def _end_pass(self):
+        more = self._search.end_pass(self.where)
+        if self._base is None:
+            self._base = (self._search.hi.clamp_min(0) / (self.half - 1)).clamp_min(MIN_SCALE)[:, None]
+        return more
 
     def _compute_params(self):
-        sample = self._obs.sample()
-        base = (self._obs.hi.clamp_min(0) / (self.half - 1)).clamp_min(MIN_SCALE)[:, None]
-        best_err = torch.full_like(base[:, 0], float('inf'))
-        best = base[:, 0].clone()
-        for a in torch.linspace(*self.alpha_range, self.search_steps).tolist():  # small grid, vectorized groups
-            err = lp_error(sample, self._fq(sample, base * a, self.scale_neg))
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best = torch.where(better, base[:, 0] * a, best)
-        self.scale_pos = self._obs.reshape(best)
+        self._best = first_argmin(self._search.scores)
+        alphas = torch.tensor(self.alphas, device=self._base.device)
+        self.scale_pos = self._search.reshape(self._base[:, 0] * alphas[self._best])
+
+    def _search_info(self):
+        picked = torch.tensor(self.alphas)[self._best.cpu()]
+        return dict(range_method='twin_gelu_alpha', alpha=float(picked) if picked.numel() == 1 else dict(
+            min=float(picked.min()), max=float(picked.max()), mean=float(picked.mean())), **self._search.info())
 
     def _fq(self, x, scale_pos, scale_neg):
         scale_pos, scale_neg = scale_pos.to(x.dtype), scale_neg.to(x.dtype)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import torch
 
 from .base import Quantizer
-from .errors import QuantizerError, check_choice, check_max_samples, check_percentiles
-from .functional import (affine_params, fake_quant_affine, group_quantiles, lp_error, quantize_affine, strided_columns,
-                         uniform_qrange)
+from .errors import QuantizerError, check_choice, check_percentiles
+from .functional import affine_params, fake_quant_affine, quantize_affine, uniform_qrange
 from .granularity import PerToken
-from .observer import GroupObserver
+from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
 from .registry import register_quantizer
 
 RANGE_METHODS = ('minmax', 'percentile', 'mse')
@@ -25,33 +24,36 @@ class UniformQuantizer(Quantizer):
             position, calibrated).
         symmetric: signed codes ``[-2^(b-1), 2^(b-1)-1]`` with ``z = 0``; otherwise ``[0, 2^b-1]``.
         range_method: how the calibrated range is chosen:
-            ``minmax``: running min/max over all observed batches (exact);
+            ``minmax``: min/max over all observed values (one pass);
             ``percentile``: for each candidate p in ``percentiles``, ``hi = quantile(x, p)``,
-            ``lo = quantile(x, 1-p)``; the candidate with the lowest L2 error of x̂ vs x (summed over batches)
-            wins and its range is averaged over batches (RepQ-ViT / ADFQ-ViT code);
+            ``lo = quantile(x, 1-p)`` over all calibration values (see ``quantile_mode``); the candidate with the
+            lowest Lp error of x̂ vs x over all calibration values wins (RepQ-ViT / ADFQ-ViT code);
             ``mse``: OMSE / EasyQuant-style grid search of ``α·[min, max]`` for ``α`` in
-            ``linspace(*alpha_range, search_steps)`` minimising the Lp error on a bounded, deterministic sample
-            of the observed values.
+            ``linspace(*alpha_range, search_steps)`` minimising the Lp error over all calibration values.
+            Both searches score their candidates in a second pass over the calibration data
+            (:class:`~.range_search.RangeSearch`).
         percentiles: candidates for ``percentile``.
-        search_steps, alpha_range, error_p: grid for ``mse`` and the error norm.
-        max_samples: values kept for the ``mse`` search, and used per batch to score the ``percentile``
-            candidates, all groups together (a deterministic strided sample); bounds calibration memory.
+        search_steps, alpha_range: grid for ``mse``; error_p: the error norm p.
+        max_samples: ``None`` (default): every value is scored; an integer: a strided sample of at most that
+            many values of each observed tensor is scored (the explicit, cheaper option).
+        quantile_mode: ``all`` (default): quantiles of all calibration values, whatever the batch size;
+            ``per_batch_mean``: the mean over observed tensors of each tensor's quantiles.
     """
 
     def __init__(self, bits: int = 8, granularity='per_tensor', symmetric: bool = False,
                  range_method: str = 'minmax', percentiles=(0.999, 0.9999, 0.99999), search_steps: int = 100,
-                 alpha_range=(0.01, 1.2), error_p: float = 2.0, max_samples: int = 1 << 18):
+                 alpha_range=(0.01, 1.2), error_p: float = 2.0, max_samples: int | None = None,
+                 quantile_mode: str = 'all'):
         super().__init__(bits, granularity)
         self.symmetric = bool(symmetric)
         self.range_method = check_choice(range_method, 'range_method', RANGE_METHODS)
         self.percentiles = check_percentiles(percentiles)
-        if search_steps < 1 or not 0 < alpha_range[0] <= alpha_range[1]:
-            raise QuantizerError(f'search_steps={search_steps}, alpha_range={alpha_range} are invalid: '
-                                 'need search_steps >= 1 and 0 < alpha_range[0] <= alpha_range[1]')
+        self.alphas = alpha_grid(alpha_range, search_steps)
         self.search_steps = int(search_steps)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
         self.error_p = float(error_p)
-        self.max_samples = check_max_samples(max_samples)
+        self.max_samples = max_samples
+        self.quantile_mode = quantile_mode
         self.qmin, self.qmax = uniform_qrange(self.bits, self.symmetric)
         if isinstance(self.granularity, PerToken) and self.granularity.dynamic:
             if self.range_method != 'minmax':
@@ -64,62 +66,81 @@ class UniformQuantizer(Quantizer):
 
     # -- calibration ----------------------------------------------------------------------------------------
     def _reset_observer(self):
-        self._obs = GroupObserver(self.granularity, (), self.max_samples, keep_samples=self.range_method == 'mse',
-                                  where=lambda: self.where)
-        self._cand_lo = self._cand_hi = self._cand_err = None  # percentile candidates: sums over batches
+        pct = self.range_method == 'percentile'
+        levels = list(self.percentiles) + [1.0 - p for p in self.percentiles] if pct else ()
+        scored = self.range_method == 'mse' or (pct and len(self.percentiles) > 1)
+        self._search = RangeSearch(self.granularity, levels, 'after_stats' if scored else 'none', self.max_samples,
+                                   self.quantile_mode)
+        self._cand_lo = self._cand_hi = None
+
+    @property
+    def calibration_passes(self):
+        return self._search.passes_planned if self.requires_calibration else 1
 
     def _observe(self, x):
         if not self.requires_calibration:
             return
-        xg = self._obs.observe(x)
+        scored = self._search.observe(x, self.where)
+        if scored is not None:
+            self._search.accumulate(self._candidate_errors(*scored))
+
+    def _end_pass(self):
+        if not self.requires_calibration:
+            return False
+        more = self._search.end_pass(self.where)
+        if self._search.stage == 'score' and self._cand_lo is None:
+            self._cand_lo, self._cand_hi = self._candidates()
+        return more
+
+    def _candidates(self):
+        """``[G, C]`` candidate ranges (lo, hi)."""
+        s = self._search
         if self.range_method == 'percentile':
-            self._observe_percentile(xg)
+            n_p = len(self.percentiles)
+            qv = s.quantiles()
+            return qv[:, n_p:], qv[:, :n_p]
+        if self.range_method == 'mse':
+            a = torch.tensor(self.alphas, device=s.lo.device)[None, :]
+            return s.lo[:, None] * a, s.hi[:, None] * a
+        return s.lo[:, None], s.hi[:, None]
 
-    def _observe_percentile(self, xg):
-        sample = strided_columns(xg, max(16, self.max_samples // xg.shape[0]))
-        n_p = len(self.percentiles)
-        qv = group_quantiles(xg, list(self.percentiles) + [1.0 - p for p in self.percentiles])
-        hi, lo = qv[:, :n_p], qv[:, n_p:]  # [G, P]
-        err = torch.stack([self._range_error(sample, lo[:, i], hi[:, i]) for i in range(n_p)], 1)
-        if self._cand_lo is None:
-            self._cand_lo, self._cand_hi, self._cand_err = lo, hi, err
-        else:
-            self._cand_lo += lo
-            self._cand_hi += hi
-            self._cand_err += err
-
-    def _range_error(self, sample, lo, hi):
-        scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
-        xq = fake_quant_affine(sample, scale[:, None], zp[:, None], self.qmin, self.qmax)
-        return lp_error(sample, xq, self.error_p)
+    def _candidate_errors(self, xs, weight):
+        """``[G, C]``: the Lp error of each candidate range, summed over the values ``xs`` (``[G, S]``)."""
+        errs = []
+        for i in range(self._cand_lo.shape[1]):  # loop over the candidates; vectorized over groups and values
+            scale, zp = affine_params(self._cand_lo[:, i], self._cand_hi[:, i], self.bits, self.symmetric)
+            xq = fake_quant_affine(xs, scale[:, None], zp[:, None], self.qmin, self.qmax)
+            errs.append(error_sum(xs, xq, self.error_p, weight))
+        return torch.stack(errs, dim=1)
 
     def _compute_params(self):
         if not self.requires_calibration:
             return
-        obs = self._obs
-        if self.range_method == 'minmax':
-            lo, hi = obs.lo, obs.hi
-        elif self.range_method == 'percentile':
-            best = self._cand_err.argmin(dim=1, keepdim=True)
-            lo = self._cand_lo.gather(1, best)[:, 0] / obs.batches
-            hi = self._cand_hi.gather(1, best)[:, 0] / obs.batches
-        else:
-            lo, hi = self._search_mse(obs.sample(), obs.lo, obs.hi)
+        s = self._search
+        if self._cand_lo is None:
+            self._cand_lo, self._cand_hi = self._candidates()
+        best = torch.zeros(self._cand_lo.shape[0], 1, dtype=torch.long, device=self._cand_lo.device)
+        if s.scores is not None:
+            best = first_argmin(s.scores)[:, None]
+        lo = self._cand_lo.gather(1, best)[:, 0]
+        hi = self._cand_hi.gather(1, best)[:, 0]
         scale, zp = affine_params(lo, hi, self.bits, self.symmetric)
-        self.scale = obs.reshape(scale)
-        self.zero_point = obs.reshape(zp)
+        self.scale = s.reshape(scale)
+        self.zero_point = s.reshape(zp)
+        self._best = best[:, 0]
 
-    def _search_mse(self, sample, lo, hi):
-        alphas = torch.linspace(*self.alpha_range, self.search_steps).tolist()
-        best_err = torch.full_like(lo, float('inf'))
-        best_lo, best_hi = lo.clone(), hi.clone()
-        for a in alphas:  # loop over the (small) candidate grid; vectorized over groups and values
-            err = self._range_error(sample, lo * a, hi * a)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_lo = torch.where(better, lo * a, best_lo)
-            best_hi = torch.where(better, hi * a, best_hi)
-        return best_lo, best_hi
+    def _search_info(self):
+        if not self.requires_calibration:
+            return dict(range_method='dynamic')
+        info = dict(range_method=self.range_method, **self._search.info())
+        if self._search.scores is not None:
+            choice = self._best.cpu()
+            key = 'percentile' if self.range_method == 'percentile' else 'alpha'
+            values = self.percentiles if self.range_method == 'percentile' else self.alphas
+            picked = torch.tensor(values)[choice]
+            info[key] = float(picked) if picked.numel() == 1 else dict(
+                min=float(picked.min()), max=float(picked.max()), mean=float(picked.mean()))
+        return info
 
     # -- quantization ---------------------------------------------------------------------------------------
     def _dynamic_params(self, x):

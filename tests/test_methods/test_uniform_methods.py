@@ -105,3 +105,45 @@ def test_invalid_settings(kwargs, message):
 def test_unknown_granularity_fails_at_assignment():
     with pytest.raises(QuantizerError, match="granularity='per_pixel' is invalid: allowed values are"):
         MinMaxPTQ(a_granularity='per_pixel').assign(_sites())
+
+
+def test_exact_searches_run_the_calibration_set_once_more_and_score_every_value():
+    sites = _sites()
+    xs = [torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    passes = []
+
+    def run():
+        passes.append(sites[1].module.weight_quantizer.enabled)
+        for x in xs:
+            _run(sites, x)
+        return len(xs)
+
+    method = PercentilePTQ(w_bits=4, a_bits=4, w_range_method='mse')
+    summary = method.quantize(sites, run)
+    assert passes == [False, False]  # the float model, twice: statistics, then the candidates' errors
+    assert summary['calibration_batches'] == 3 and summary['calibration_passes'] == 2
+    assert summary['quantizer_searches'] == {'uniform/mse': dict(exact=2, sampled=0),
+                                             'uniform/percentile': dict(exact=4, sampled=0)}
+    q = sites[1].module.input_quantizer
+    info = q.describe()
+    assert info['exact'] and info['passes'] == 2 and info['scored_values'] == info['values'] == 3 * 2 * 5 * 8
+    w = sites[1].module.weight_quantizer.describe()
+    assert w['passes'] == 2 and w['scored_values'] == sites[1].module.weight.numel()
+    # the same calibration on one concatenated batch gives the same parameters
+    one = _sites()
+    PercentilePTQ(w_bits=4, a_bits=4, w_range_method='mse').quantize(one, lambda: (_run(one, torch.cat(xs)), 1)[1])
+    torch.testing.assert_close(one[1].module.input_quantizer.scale, q.scale, rtol=1e-6, atol=0)
+
+
+def test_passes_must_run_the_same_batches():
+    sites = _sites()
+    counts = iter([2, 1])
+
+    def run():
+        n = next(counts)
+        for _ in range(n):
+            _run(sites, torch.randn(2, 5, 8))
+        return n
+
+    with pytest.raises(QuantizerError, match='pass 2 ran 1 batches and the first one 2'):
+        PercentilePTQ().quantize(sites, run)

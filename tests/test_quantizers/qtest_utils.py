@@ -6,15 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from quant_hooks.quantizers import build_quantizer
+from quant_hooks.quantizers import calibrate as calibrate_quantizer
 
 
 def calibrate(q, *batches):
-    """Observe ``batches`` and freeze; returns the quantizer."""
-    q.observing = True
-    for x in batches:
-        q(x)
-    q.freeze()
-    return q
+    """Observe ``batches`` (every pass the quantizer needs) and freeze; returns the quantizer."""
+    return calibrate_quantizer(q, *batches)
 
 
 def make_input(kind: str, seed: int = 0, shape=(2, 9, 24)) -> torch.Tensor:

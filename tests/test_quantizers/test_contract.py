@@ -184,3 +184,23 @@ def test_reports_bits_and_granularity(name):
     assert q.bits == 5
     assert q.granularity.name in ('per_tensor', 'per_channel', 'per_head', 'per_token')
     assert 'bits=5' in repr(q)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_describes_its_calibration_and_needs_a_pass_per_planned_search_stage(name):
+    q, kind = build_case(name, 5)
+    x = make_input(kind)
+    q.observing = True
+    passes = 0
+    while True:  # the protocol run_calibration_passes follows
+        q(x)
+        passes += 1
+        if not q.end_pass():
+            break
+    assert passes == q.calibration_passes
+    q.freeze()
+    info = q.describe()
+    assert info['type'] == name and info['bits'] == 5 and info['granularity'] == q.granularity.name
+    search = info.get('inner') or info.get('logits') or info
+    if q.requires_calibration and 'range_method' in search and search['range_method'] not in ('fixed', 'dynamic'):
+        assert search['exact'] and search['passes'] == passes

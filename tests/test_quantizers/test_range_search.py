@@ -1,0 +1,190 @@
+"""The shared range search: exact streaming quantiles, calibration passes, sampling option, bounded memory."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from qtest_utils import _student_t
+
+from quant_hooks.quantizers import (EmptyCalibrationError, QuantizerError, TailQuantiles, UniformQuantizer,
+                                    build_quantizer, calibrate, run_calibration_passes)
+from quant_hooks.quantizers.granularity import PerChannel, PerTensor
+from quant_hooks.quantizers.range_search import TAIL_SLACK, RangeSearch
+
+LEVELS = (0.999, 0.9999, 0.99999, 0.001, 0.0001, 0.00001, 0.5)
+
+
+def _stream(tails, parts, valid=None):
+    for i, p in enumerate(parts):
+        tails.update(p, None if valid is None else valid[i])
+
+
+@pytest.mark.parametrize('n_parts', [1, 7, 40])
+def test_tail_quantiles_equal_torch_quantile_over_the_whole_stream(n_parts):
+    x = _student_t((5, 4000), torch.Generator().manual_seed(0))
+    tails = TailQuantiles(LEVELS)
+    _stream(tails, x.chunk(n_parts, dim=1))
+    assert tails.exact()
+    ref = torch.quantile(x.double(), torch.tensor(LEVELS, dtype=torch.float64), dim=1).T
+    torch.testing.assert_close(tails.quantiles().double(), ref, rtol=1e-6, atol=1e-7)
+    # the buffers hold a bounded share of the values: slack x (1 - p_min) x n per side, plus a constant
+    per_side = math.ceil(TAIL_SLACK * (0.5 * 3999 + 2)) + 16  # the median level needs half of each row
+    assert tails.retained() <= 2 * 5 * min(per_side, 4000)
+
+
+def test_tail_quantiles_with_a_mask_use_only_the_valid_values():
+    gen = torch.Generator().manual_seed(1)
+    x = _student_t((3, 3000), gen)
+    valid = torch.rand(3, 3000, generator=gen) > 0.3
+    valid[2] = False  # a group without values gives 0
+    tails = TailQuantiles((0.99, 0.01))
+    _stream(tails, x.chunk(6, dim=1), valid.chunk(6, dim=1))
+    got = tails.quantiles()
+    for g in range(2):
+        ref = torch.quantile(x[g][valid[g]].double(), torch.tensor([0.99, 0.01], dtype=torch.float64))
+        torch.testing.assert_close(got[g].double(), ref, rtol=1e-6, atol=1e-7)
+    assert torch.equal(got[2], torch.zeros(2))
+
+
+def test_a_stream_that_pushes_out_a_needed_value_is_detected_and_redone_in_one_more_pass():
+    # the first tensor holds the largest values; then many small tensors: the final 0.999 quantile needs values
+    # the growing buffer had to drop early on
+    big = torch.linspace(100.0, 200.0, 1000)
+    small = [torch.rand(1000, generator=torch.Generator().manual_seed(i)) for i in range(60)]
+    parts = [big] + small
+    tails = TailQuantiles((0.999, ))
+    _stream(tails, [p[None] for p in parts])
+    assert not tails.exact()
+    q = calibrate(UniformQuantizer(8, range_method='percentile', percentiles=(0.999, 0.99)), *parts)
+    assert q.describe()['passes'] == 3  # statistics, exact tails with the count known, scoring
+    allx = torch.cat(parts).double()
+    lo, hi = torch.quantile(allx, 0.001), torch.quantile(allx, 0.999)
+    lo2, hi2 = torch.quantile(allx, 0.01), torch.quantile(allx, 0.99)
+    scales = {float((h - l) / 255) for l, h in ((lo, hi), (lo2, hi2))}
+    assert min(abs(float(q.scale) - s) / s for s in scales) < 1e-5
+
+
+def test_per_batch_mean_mode_averages_each_tensors_quantiles():
+    parts = [_student_t((1000, ), torch.Generator().manual_seed(i)) for i in range(5)]
+    q = calibrate(UniformQuantizer(8, range_method='percentile', percentiles=(0.99, ),
+                                   quantile_mode='per_batch_mean'), *parts)
+    hi = sum(torch.quantile(p.double(), 0.99) for p in parts) / 5
+    lo = sum(torch.quantile(p.double(), 0.01) for p in parts) / 5
+    assert float(q.scale) == pytest.approx(float((hi - lo) / 255), rel=1e-5)
+    exact = calibrate(UniformQuantizer(8, range_method='percentile', percentiles=(0.99, )), *parts)
+    assert float(exact.scale) != pytest.approx(float(q.scale), rel=1e-4)
+
+
+def test_options_are_checked_in_one_place():
+    for bad in (8, 2.5, True, -1):
+        with pytest.raises(QuantizerError, match='max_samples=.*allowed values are None'):
+            UniformQuantizer(4, range_method='mse', max_samples=bad)
+    with pytest.raises(QuantizerError, match="quantile_mode='median'.*allowed values"):
+        build_quantizer(dict(type='log2', quantile_mode='median'))
+    with pytest.raises(QuantizerError, match='search_steps'):
+        build_quantizer(dict(type='twin_gelu', search_steps=0))
+    with pytest.raises(QuantizerError, match='outlier_stats'):
+        build_quantizer(dict(type='ppoq', outlier_stats='drop'))
+
+
+def test_freeze_after_one_pass_of_a_two_pass_search_explains_what_to_do():
+    q = UniformQuantizer(4, range_method='mse')
+    q.site = 'blocks.0.fc1:input'
+    assert q.calibration_passes == 2 and UniformQuantizer(4).calibration_passes == 1
+    q.observing = True
+    q(torch.randn(4, 8))
+    with pytest.raises(QuantizerError, match=r'blocks\.0\.fc1.*needs 2 passes.*ran 1.*end_pass'):
+        q.freeze()
+
+
+def test_each_pass_must_see_the_same_data():
+    q = UniformQuantizer(4, range_method='mse')
+    q.observing = True
+    q(torch.randn(4, 8))
+    assert q.end_pass()
+    q(torch.randn(2, 8))
+    with pytest.raises(QuantizerError, match='pass 2 observed 16 values, the first pass 32'):
+        q.end_pass()
+    empty = UniformQuantizer(4, range_method='mse')
+    with pytest.raises(EmptyCalibrationError, match='observed no data'):
+        empty.end_pass()
+
+
+def test_run_calibration_passes_freezes_one_pass_quantizers_first_and_keeps_their_float_path():
+    x = torch.randn(3, 6, 8)
+    one = UniformQuantizer(4)
+    two = UniformQuantizer(4, range_method='percentile')
+    disabled = UniformQuantizer(4, range_method='mse')
+    disabled.enabled = False
+    seen = []
+
+    def run_once():
+        seen.append((one.observing, one.enabled, torch.equal(one(x), x)))
+        two(x)
+        disabled(x)
+        return 1
+
+    assert run_calibration_passes([one, two, disabled], run_once) == (1, 2)
+    assert seen == [(True, True, True), (False, False, True)]  # frozen and passing its input in pass 2
+    assert one.calibrated and two.calibrated and disabled.calibrated
+    assert one.enabled and two.enabled and not disabled.enabled and not two.observing
+
+    counts = iter([2, 1])
+    q = UniformQuantizer(4, range_method='mse')
+    with pytest.raises(QuantizerError, match='pass 2 ran 1 batches and the first one 2'):
+        run_calibration_passes([q], lambda: (q(x), next(counts))[1])
+    assert run_calibration_passes([UniformQuantizer(4)], lambda: 0) == (0, 1)
+
+
+def test_sampling_is_explicit_and_recorded():
+    x = torch.randn(4, 100, 16)
+    exact = calibrate(UniformQuantizer(4, range_method='mse'), *x)
+    sampled = calibrate(UniformQuantizer(4, range_method='mse', max_samples=64), *x)
+    assert exact.describe()['exact'] and exact.describe()['scored_values'] == x.numel()
+    info = sampled.describe()
+    assert not info['exact'] and info['max_samples'] == 64 and info['scored_values'] == 4 * 64
+
+
+@pytest.mark.slow
+def test_memory_of_one_site_on_64_inputs_of_197x3072_stays_bounded():
+    """Values retained between inputs (tail buffers, per-group statistics, candidate errors), counted by the
+    search, for the search whose memory grows with the data (exact percentiles); the per-input transient is a few
+    copies of one input. Searches without quantiles retain ``O(groups × candidates)`` values whatever the data."""
+    cfg = dict(type='uniform', bits=4, range_method='percentile')
+    q = build_quantizer(cfg)
+    n_inputs, shape = 64, (197, 3072)
+
+    def run_once():
+        for i in range(n_inputs):
+            q(torch.randn(shape, generator=torch.Generator().manual_seed(i)))
+        return n_inputs
+
+    peak = 0
+    q.reset()
+    q.observing = True
+    while True:
+        run_once()
+        peak = max(peak, q._search.peak_retained, q._search.retained())
+        if not q.end_pass():
+            break
+    q.freeze()
+    total = n_inputs * shape[0] * shape[1]
+    # two sides of 2·(1 - 0.999)·N + 17 values, plus min, max, count and 3 candidate errors
+    bound = 2 * (math.ceil(TAIL_SLACK * (0.001 * total + 2)) + 16) + 6
+    assert peak <= bound, (peak, bound)
+    assert peak < 0.005 * total
+    print(f'\n{cfg}: retained at most {peak} values ({4 * peak / 2**20:.2f} MiB float32) for {total} observed; '
+          f'bound {bound}')
+
+
+def test_range_search_rejects_data_after_it_finished():
+    s = RangeSearch(PerTensor())
+    s.observe(torch.randn(4), 'q')
+    assert not s.end_pass('q')
+    with pytest.raises(QuantizerError, match='after its search finished'):
+        s.observe(torch.randn(4), 'q')
+    s2 = RangeSearch(PerChannel(-1))
+    s2.observe(torch.randn(2, 4), 'q')
+    with pytest.raises(QuantizerError, match='parameter shape'):
+        s2.observe(torch.randn(2, 5), 'q')
