@@ -102,15 +102,16 @@ def _features(model, sites, x, quant: bool) -> torch.Tensor:
 
 
 def test_adfq_vit_module_wise_optimization_raises_feature_sqnr():
-    """W4/A4 ADFQViT on 56x56 images (16 patches): 8 calibration images, 8 held-out; the patch embedding and the
-    attention and MLP modules of the first four blocks reconstructed for 24 steps each with the paper's learning
-    rates and KL term. The features before reconstruction are those of the same model right after calibration."""
+    """W4/A4 ADFQViT on 56x56 images (16 patches): 32 calibration images (8 batches of 4), 8 held-out; the patch
+    embedding and the attention and MLP modules of the first four blocks reconstructed for 24 steps each with the
+    paper's learning rates and KL term. The features before reconstruction are those of the same model right after
+    calibration. (With 8 calibration images the short schedule overfits them: held-out SQNR can drop.)"""
     from quant_hooks.methods import ADFQViT
-    images = _images(16, size=56)
-    held_out = images[8:]
+    images = _images(40, size=56)
+    held_out = images[32:]
     units = ['patch_embed'] + [f'blocks.{i}.{m}' for i in range(4) for m in ('attn', 'mlp')]
     method = ADFQViT(w_bits=4, a_bits=4, reconstruction=dict(iters=24, progress=False, units=units))
-    model, sites, run = _calibrated_vit(images, method)
+    model, sites, run = _calibrated_vit(images, method, calib=32)
     ref = _features(model, sites, held_out, False)
     without = sqnr_db(ref, _features(model, sites, held_out, True))
     summary = reconstruct(model, sites, run, method.reconstruction)
