@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax
+from ..reconstruction.capture import StopForward
 from ..sites import QuantSite, Role
 
 KINDS = ('linear', 'conv', 'matmul', 'act')
@@ -134,9 +135,13 @@ class ModelAdapter:
 
 @torch.no_grad()
 def run_batches(adapter: ModelAdapter, model: nn.Module, batches: Iterable) -> int:
-    """Calibration forward over ``batches``; returns how many batches ran."""
+    """Calibration forward over ``batches``; returns how many batches ran. A capture hook may end a batch's forward
+    early (:class:`~quant_hooks.reconstruction.StopForward`)."""
     n = 0
     for batch in batches:
-        adapter.calibration_forward(model, batch)
+        try:
+            adapter.calibration_forward(model, batch)
+        except StopForward:
+            pass
         n += 1
     return n

@@ -151,12 +151,15 @@ class QuantTimmAttention(ClassSwapMixin, Attention):
     qk_matmul: QuantMatMul
     attn_softmax: QuantSoftmax
     av_matmul: QuantMatMul
+    #: run the explicit path even with quantization off (reconstruction records float attention maps)
+    force_explicit: bool = False
 
     def matmuls_active(self) -> bool:
-        """Whether a quantizer of the matmul or softmax sites is installed and enabled (or observing)."""
+        """Whether a quantizer of the matmul or softmax sites is installed and enabled (or observing), or the
+        explicit path is forced."""
         quantizers = (self.qk_matmul.a_quantizer, self.qk_matmul.b_quantizer, self.av_matmul.a_quantizer,
                       self.av_matmul.b_quantizer, self.attn_softmax.quantizer)
-        return any(q is not None and (q.enabled or q.observing) for q in quantizers)
+        return self.force_explicit or any(q is not None and (q.enabled or q.observing) for q in quantizers)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
         if not self.matmuls_active():

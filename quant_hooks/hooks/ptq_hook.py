@@ -117,7 +117,7 @@ class PTQHook(Hook):
             summary = {}
         else:
             loader, calib = build_calibration_loader(self._calibration(s))
-            summary = self.method.quantize(sites, lambda: run_batches(self.adapter, model, loader))
+            summary = self.method.run(model, sites, lambda: run_batches(self.adapter, model, loader))
             # every rank calibrated on the same images; rank 0's state makes them bit-identical
             broadcast_quantizer_state(model)
         seconds = time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""ADFQ-ViT (Neural Networks 186, 2025), calibration part: per-patch outlier-aware quantizer on post-LayerNorm
-inputs and shift-log2 on post-GELU inputs."""
+"""ADFQ-ViT (Neural Networks 186, 2025): per-patch outlier-aware quantizer on post-LayerNorm inputs, shift-log2 on
+post-GELU inputs, and (with ``reconstruction``) the attention-score enhanced module-wise optimization."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,8 @@ POST_LN_FORMS = ('per_token', 'per_token_static')
 
 @QUANT_METHODS.register_module(name='ADFQViT')
 class ADFQViT(RoleRecipe):
-    """ADFQ-ViT without its module-wise optimization.
+    """ADFQ-ViT; its module-wise optimization runs when ``reconstruction`` is given (``True`` or a dict of
+    overrides, e.g. ``dict(iters=500)``).
 
     * post-LayerNorm inputs (qkv, fc1, patch merging): the per-patch outlier-aware quantizer (``ppoq``): values with
       ``|x| > outlier_threshold`` stay in float, the others get one (Δ_t, z_t) per token. ``post_ln_granularity``:
@@ -31,6 +32,17 @@ class ADFQViT(RoleRecipe):
       search. The attention logits stay in float.
     * weights: per-output-channel asymmetric uniform, percentile search; AdaRound comes with the module-wise
       optimization.
+    * module-wise optimization (``reconstruction``; defaults from the paper): each attention module and each MLP
+      module reconstructed separately, in network order (patch embedding and head layer-wise, as modules of one
+      layer), inputs from the already-quantized model mixed with float ones (QDrop, probability 0.5); loss = output
+      MSE + AdaRound regulariser (weight 0.01, β 20 → 2 after 20% warm-up) + for attention modules
+      ``(1/λ)·T²·KL`` between float and quantized attention probabilities (T = 4, λ = 0.1, softmax over the key
+      axis as the paper describes; ``loss_terms=[dict(type='AttentionKL', dim=1)]`` for the authors' code's head
+      axis);
+      AdaRound α by Adam lr 3e-3, the static uniform activation scales (q, k, v, attention output, embedding) by
+      Adam lr 4e-5 with cosine decay to 0 (the dynamic per-token and log quantizers have no scale to learn);
+      3000 iterations per module (the paper: 3000-5000), seed 1005. One iteration uses one recorded calibration
+      batch: calibrate with batches of 32 for the paper's batch size.
 
     Args:
         outlier_threshold: α of the outlier-aware quantizer (authors' code: 5 for qkv inputs; the fc1 threshold is a
@@ -43,6 +55,10 @@ class ADFQViT(RoleRecipe):
         w_range_method: per-channel weight range search.
         **kwargs: see :class:`~quant_hooks.methods.base.PTQMethod`.
     """
+
+    reconstruction_defaults = dict(unit='module', iters=3000, w_lr=3e-3, a_lr=4e-5, a_lr_schedule='cosine',
+                                   reg_weight=0.01, beta=(20.0, 2.0), warmup=0.2, qdrop_prob=0.5, seed=1005,
+                                   loss_terms=[dict(type='AttentionKL', temperature=4.0, lam=0.1, dim=-1)])
 
     def __init__(self, outlier_threshold: float = 5.0, fc1_outlier_threshold: float | None = None,
                  post_ln_granularity: str = 'per_token', shift_log2_form: str = 'paper', shift='calibrated',

@@ -4,8 +4,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator
 
+from torch import nn
+
 from ..layout import resolve_granularity
 from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits, run_calibration_passes
+from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
 
 #: config keys holding a nested quantizer config (its granularity is resolved against the same slot)
@@ -57,10 +60,21 @@ class PTQMethod:
         only: quantize only a subset, the rest stays in floating point: ``dict(roles=[roles], blocks=[globs])``;
             a tensor is quantized if its role is in ``roles`` (when given) and its site's ``block`` (or name)
             matches a glob or lies inside a listed block (when given). Used by ``tools/sensitivity.py``.
+        reconstruction: learned reconstruction after calibration, any recipe: ``dict(unit='block', iters=...)``
+            (see :class:`~quant_hooks.reconstruction.ReconstructionConfig`) over the recipe's
+            ``reconstruction_defaults`` (``True`` or ``dict()``: those defaults); ``None``: the recipe's default
+            (``reconstruct_by_default``); ``False``: none. With it, uniform weight quantizers are installed as
+            AdaRound quantizers (identical until reconstruction learns their rounding).
     """
 
+    #: the recipe's reconstruction schedule, under the settings a config gives in ``reconstruction``
+    reconstruction_defaults: dict = {}
+    #: reconstruct even when the config gives no ``reconstruction`` (``reconstruction=False`` turns it off)
+    reconstruct_by_default: bool = False
+
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
-                 float_roles: Iterable[str] = (), only: dict | None = None):
+                 float_roles: Iterable[str] = (), only: dict | None = None,
+                 reconstruction: dict | bool | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -81,6 +95,16 @@ class PTQMethod:
         if bad_roles:
             raise ValueError(f'float_roles {sorted(bad_roles)} are invalid: allowed values are {Role.ALL}')
         self.only = self._check_only(only)
+        self.reconstruction = self._reconstruction_config(reconstruction)
+
+    def _reconstruction_config(self, given) -> ReconstructionConfig | None:
+        if given is False or (given is None and not self.reconstruct_by_default):
+            return None
+        if given is not None and given is not True and not isinstance(given, dict):
+            raise ValueError(f'reconstruction={given!r} is invalid: allowed values are None, False, True or a dict '
+                             'of ReconstructionConfig settings')
+        given = given if isinstance(given, dict) else {}
+        return ReconstructionConfig(**dict(self.reconstruction_defaults, **given))
 
     @staticmethod
     def _check_only(only: dict | None) -> dict | None:
@@ -134,11 +158,22 @@ class PTQMethod:
                 if role in self.float_roles or not self.selects(site, role):
                     built[slot] = None
                 elif role == Role.WEIGHT:
-                    built[slot] = build_quantizer(resolve_config(self.weight_quantizer(site, w_bits), site, slot))
+                    spec = self._learnable_weight(self.weight_quantizer(site, w_bits))
+                    built[slot] = build_quantizer(resolve_config(spec, site, slot))
                 else:
                     cfg = self.act_quantizer(site, slot, role, a_bits)
                     built[slot] = build_quantizer(resolve_config(cfg, site, slot))
+            for q in built.values():  # learnable parts (AdaRound's rounding) start frozen: reconstruction thaws them
+                for p in q.parameters() if isinstance(q, nn.Module) else ():
+                    p.requires_grad_(False)
             site.module.set_quantizers(**{self._kwarg(site, slot): q for slot, q in built.items()})
+
+    def _learnable_weight(self, spec):
+        """With reconstruction on, a uniform weight quantizer config becomes AdaRound (same range, same result
+        until its rounding is learned)."""
+        if self.reconstruction is not None and isinstance(spec, dict) and spec.get('type') == 'uniform':
+            return dict(spec, type='adaround')
+        return spec
 
     @staticmethod
     def _kwarg(site, slot):
@@ -199,9 +234,20 @@ class PTQMethod:
         """Steps after calibration (reparameterization, searches); returns facts for the results file."""
         return {}
 
+    def run(self, model: nn.Module, sites: list[QuantSite], run_calibration: Callable[[], int]) -> dict:
+        """What the hook calls: :meth:`quantize`, then reconstruction when configured (one place for every
+        recipe); returns the summary for the results file (``reconstruction``: schedule, per-unit times, errors
+        and peak memory)."""
+        summary = dict(self.quantize(sites, run_calibration))
+        if self.reconstruction is not None:
+            summary['reconstruction'] = reconstruct(model, sites, run_calibration, self.reconstruction)
+        return summary
+
     def describe(self) -> dict:
         out = dict(type=type(self).__name__, w_bits=self.w_bits, a_bits=self.a_bits, overrides=self.overrides,
                    float_roles=list(self.float_roles))
         if self.only is not None:
             out['only'] = self.only
+        if self.reconstruction is not None:
+            out['reconstruction'] = self.reconstruction.describe()
         return out

@@ -22,7 +22,12 @@ class QHyViT(RoleRecipe):
     * attention probabilities: twin uniform (Q-HyViT builds on PTQ4ViT).
     * weights: per-output-channel asymmetric uniform, MSE search.
     * the bridge blocks (where a conv stage hands over to a transformer stage and back, found from the structure by
-      the hybrid adapters) are recorded in the results; their joint reconstruction is the reconstruction step.
+      the hybrid adapters) are recorded in the results. With ``reconstruction`` (``True`` or a dict of overrides)
+      each bridge group is reconstructed jointly as one unit (the members' common ancestor module, or the run of a
+      Sequential's children between them) and every other block on its own, BRECQ-style: AdaRound weights (Adam
+      lr 1e-3, regulariser 0.01, β 20 → 2 after 20% warm-up), inputs from the quantized model only
+      (``qdrop_prob=1``), 20k iterations per unit, seed 1005. The ``qhyvit`` and twin quantizers keep their
+      calibrated scales (only uniform quantizers' scales are learned).
 
     Paper vs this recipe: Q-HyViT ranks the candidates with a Hessian-guided loss; a quantizer sees no gradients
     here, so the loss is the MSE of x̂ vs x (``loss='cosine'`` for 1 − cosine). The attention logits stay in float.
@@ -33,6 +38,9 @@ class QHyViT(RoleRecipe):
         range_method: ``minmax`` or ``mse`` (candidate ranges shrunk by a grid as well).
         **kwargs: see :class:`~quant_hooks.methods.base.PTQMethod`.
     """
+
+    reconstruction_defaults = dict(unit='block', group_tag='bridge_', iters=20000, w_lr=1e-3, a_lr=4e-5,
+                                   reg_weight=0.01, beta=(20.0, 2.0), warmup=0.2, qdrop_prob=1.0, seed=1005)
 
     def __init__(self, overflow: str = 'clamp_range', loss: str = 'mse', range_method: str = 'mse', **kwargs):
         super().__init__(**kwargs)

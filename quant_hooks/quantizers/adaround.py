@@ -54,6 +54,7 @@ class AdaRoundQuantizer(UniformQuantizer):
         self.alpha = nn.Parameter(torch.empty(0))
         self.register_buffer('mode_', torch.tensor(0))
         self._weight = None
+        self._floor_key = self._floor_value = None
 
     # -- calibration ----------------------------------------------------------------------------------------
     def _observe(self, x):
@@ -88,6 +89,7 @@ class AdaRoundQuantizer(UniformQuantizer):
         """``nearest``, ``soft`` or ``hard`` (see the class docstring)."""
         self.mode_.fill_(ROUND_MODES.index(check_choice(mode, 'mode', ROUND_MODES)))
         self.version += 1
+        self._floor_key = self._floor_value = None
 
     def rectified_sigmoid(self) -> torch.Tensor:
         """``h(V) = clamp(σ(V)·(ζ - γ) + γ, 0, 1)``."""
@@ -111,8 +113,19 @@ class AdaRoundQuantizer(UniformQuantizer):
             h = (self.alpha >= math.log(p / (1 - p))).to(x.dtype)
         else:
             h = self.rectified_sigmoid().to(x.dtype)
-        x_int = floor_ste(x / scale) + h
+        x_int = self._floor(x, scale) + h
         return (torch.clamp(x_int + zp, self.qmin, self.qmax) - zp) * scale
+
+    def _floor(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``floor(W/Δ)`` (straight-through); while neither needs a gradient it is kept between calls, since
+        reconstruction steps change only the rounding variables."""
+        if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+            return floor_ste(x / scale)
+        key = (x.data_ptr(), x._version, x.shape, x.dtype, scale.data_ptr(), scale._version, self.version)
+        if self._floor_key != key:
+            self._floor_value = torch.floor(x / scale)
+            self._floor_key = key
+        return self._floor_value
 
     def extra_repr(self):
         return f'{super().extra_repr()}, mode={self.mode}'

@@ -172,8 +172,15 @@ def log_codes(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_octave
         (codes as a float tensor, underflow mask or None).
     """
     qmax = 2**bits - 1
-    t = torch.log2(x.clamp_min(0) / scale) * levels_per_octave
-    t = round_ste(t) if t.requires_grad else t.round_()  # -q before clamping (round is symmetric)
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        # values below Δ·2^(-(qmax + 2)/k) underflow either way; flooring them there keeps log2 finite, so the
+        # straight-through round (t.round() - t) and log2's backward give no inf - inf or 0 / 0
+        x = torch.maximum(x, scale * 2.0**(-(qmax + 2) / levels_per_octave))
+        t = torch.log2(x / scale) * levels_per_octave
+        t = round_ste(t)  # -q before clamping (round is symmetric)
+    else:
+        t = torch.log2(x.clamp_min(0) / scale) * levels_per_octave
+        t = t.round_()
     mask = t < -qmax if flush_underflow else None
     return -t.clamp(-qmax, 0), mask
 

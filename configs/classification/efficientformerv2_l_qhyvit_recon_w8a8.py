@@ -1,0 +1,7 @@
+# EfficientFormerV2-L on ImageNet val; QHyViT W8/A8.
+_base_ = [
+    '../_base_/models/efficientformerv2_l.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/quant/qhyvit_recon_w8a8.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))

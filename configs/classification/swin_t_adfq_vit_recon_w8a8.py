@@ -1,0 +1,7 @@
+# Swin-T on ImageNet val; ADFQViT W8/A8.
+_base_ = [
+    '../_base_/models/swin_t.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/quant/adfq_vit_recon_w8a8.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))

@@ -1,0 +1,7 @@
+# ViT-S/16 on the bundled ImageNet sample; ADFQViT W8/A8.
+_base_ = [
+    '../_base_/models/vit_s.py',
+    '../_base_/datasets/imagenet_tiny.py',
+    '../_base_/quant/adfq_vit_recon_w8a8.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))

@@ -1,0 +1,7 @@
+# ViT-S/16 on ImageNet val; QDrop W8/A8.
+_base_ = [
+    '../_base_/models/vit_s.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/quant/qdrop_w8a8.py',
+]
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))
