@@ -65,7 +65,12 @@ def _unwrap(model):
 
 def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool = True,
                    out: str | None = None) -> dict:
-    """Evaluate the float model (optional) and the quantized model; returns the hook's results record."""
+    """Evaluate the float model (optional) and the quantized model; returns the hook's results record.
+
+    Without ``checkpoint``, the config's own ``checkpoint`` key (the trained weights a config ships with) is used.
+    """
+    if checkpoint is None and cfg.get('checkpoint'):
+        checkpoint = cfg.checkpoint
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
     dump = _dump_metric(cfg, out) if out is not None else None  # a bad --out fails before any evaluation
