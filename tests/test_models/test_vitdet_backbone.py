@@ -114,3 +114,32 @@ def test_simple_feature_pyramid_strides_and_channels():
 def test_neck_bad_arguments(kwargs, field):
     with pytest.raises(ValueError, match=f'{field}=.* is invalid: allowed values'):
         SimpleFeaturePyramid(**kwargs)
+
+
+def test_class_token_final_norm_layer_scale_backbone_equals_timm_dinov2_layout(tmp_path):
+    """With the class token, layer scale and final norm (the DINOv2 layout), a pretrained timm state dict loads
+    strictly and the output map equals timm's patch tokens (antialiased position-embedding resize)."""
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    vit = timm.create_model('vit_small_patch14_dinov2', pretrained=False, num_classes=0, img_size=70, embed_dim=32,
+                            depth=2, num_heads=2, init_values=0.5, dynamic_img_size=True).eval()
+    path = tmp_path / 'vit.safetensors'
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    backbone = ViTDetBackbone(img_size=70, patch_size=14, embed_dim=32, depth=2, num_heads=2, window_size=0,
+                              global_attn_indexes=(), init_values=1e-5, use_cls_token=True, final_norm=True,
+                              pos_embed_antialias=True, pretrained=str(path), frozen=True)
+    assert backbone.weights_source == str(path)
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert not backbone.training  # frozen: stays in eval mode
+    x = torch.randn(2, 3, 42, 56)
+    with torch.no_grad():
+        out = backbone(x)[0]
+        ref = vit.forward_features(x)[:, 1:].reshape(2, 3, 4, 32).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_class_token_needs_global_attention():
+    with pytest.raises(ValueError, match='use_cls_token'):
+        ViTDetBackbone(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, window_size=4,
+                       global_attn_indexes=(1,), use_cls_token=True)
