@@ -12,7 +12,7 @@ val_evaluator = None
 test_dataloader = _base_.shapes_val_dataloader
 test_evaluator = _base_.shapes_val_evaluator
 
-max_iters = 160
+max_iters = 200
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**9)
 optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=4e-4, weight_decay=0.05),
                      clip_grad=dict(max_norm=10.0, norm_type=2))

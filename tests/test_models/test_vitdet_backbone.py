@@ -143,3 +143,19 @@ def test_class_token_needs_global_attention():
     with pytest.raises(ValueError, match='use_cls_token'):
         ViTDetBackbone(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, window_size=4,
                        global_attn_indexes=(1,), use_cls_token=True)
+
+
+def test_pyramid_maps_are_contiguous_for_mmcv_roi_align():
+    """mmcv's CPU RoIAlign reads NCHW memory as contiguous: on the channel LayerNorm's permuted view it returns other
+    values, so every pyramid level must be contiguous (and RoI features then equal a contiguous copy's)."""
+    from mmcv.ops import RoIAlign
+    torch.manual_seed(0)
+    neck = SimpleFeaturePyramid(in_channels=16, out_channels=8, scale_factors=(2.0, 1.0, 0.5), num_outs=4).eval()
+    with torch.no_grad():
+        outs = neck((torch.randn(1, 16, 8, 8), ))
+    assert all(o.is_contiguous() for o in outs)
+    rois = torch.tensor([[0, 1.0, 2.0, 9.0, 12.0]])
+    op = RoIAlign(7, 1 / 2, 0)
+    torch.testing.assert_close(op(outs[0], rois), op(outs[0].clone(memory_format=torch.contiguous_format), rois))
+    permuted = outs[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not torch.allclose(op(permuted, rois), op(outs[0], rois))  # the failure this guards against
