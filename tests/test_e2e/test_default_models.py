@@ -33,7 +33,8 @@ def _needs_backbone(name: str) -> None:
             pytest.skip(str(e))
 
 
-@pytest.mark.parametrize('name', ['vitdet_cascade_mask_rcnn_vit_s14_shapes', 'mask_rcnn_swin_small_shapes'])
+@pytest.mark.parametrize('name', ['vitdet_mask_rcnn_vit_s14_shapes', 'vitdet_cascade_mask_rcnn_vit_s14_shapes',
+                                  'mask_rcnn_swin_small_shapes'])
 def test_float_ap_equals_the_recorded_figure(name, tmp_path):
     _needs_backbone(name)
     from mmengine.runner import Runner
@@ -49,15 +50,30 @@ def test_float_ap_equals_the_recorded_figure(name, tmp_path):
         assert metrics[key] == pytest.approx(recorded[key], abs=FLOAT_TOL), key
 
 
+def _val_subset(tmp_path, num_images: int) -> str:
+    """The first ``num_images`` images of the shapes val split as an annotation file (quantized passes are several
+    times slower than float ones on CPU)."""
+    coco = json.loads((REPO / 'data/shapes/annotations/instances_val.json').read_text())
+    coco['images'] = coco['images'][:num_images]
+    ids = {im['id'] for im in coco['images']}
+    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in ids]
+    path = tmp_path / f'instances_val_{num_images}.json'
+    path.write_text(json.dumps(coco))
+    return str(path)
+
+
 def test_default_model_w8a8_keeps_float_ap_and_w4a4_loses_clearly_more(tmp_path):
+    """On the first 16 val images, calibrated on 8 calib images."""
     name = 'vitdet_mask_rcnn_vit_s14_shapes'
     _needs_backbone(name)
-    recorded = _info(name)['float_metrics']
-    w8 = main([str(DETECTION / f'{name}_minmax_w8a8.py'), '--work-dir', str(tmp_path / 'w8')])
-    w4 = main([str(DETECTION / f'{name}_minmax_w4a4.py'), '--work-dir', str(tmp_path / 'w4'), '--no-float'])
+    ann = _val_subset(tmp_path, 16)
+    options = ['--cfg-options', f'test_dataloader.dataset.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+               'quant_calibration.num_images=8']
+    w8 = main([str(DETECTION / f'{name}_minmax_w8a8.py'), '--work-dir', str(tmp_path / 'w8'), *options])
+    w4 = main([str(DETECTION / f'{name}_minmax_w4a4.py'), '--work-dir', str(tmp_path / 'w4'), '--no-float', *options])
     assert w8['checkpoint'].endswith(f'checkpoints/{name}/weights.safetensors')
     for key in METRICS:
         fl, q8, q4 = w8['metrics']['float'][key], w8['metrics']['quant'][key], w4['metrics']['quant'][key]
-        assert fl == pytest.approx(recorded[key], abs=FLOAT_TOL), key
+        assert fl > 0.15, (key, fl)  # trained weights loaded
         assert fl - q8 <= W8_TOL, (key, fl, q8)
         assert fl - q4 >= max(0.1, 3 * (fl - q8)), (key, fl, q8, q4)
