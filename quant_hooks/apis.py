@@ -72,10 +72,13 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
 
     The record (see :mod:`quant_hooks.results.schema`) is written to ``WORK_DIR/quant_results.json`` and, when a
     store is configured (``store`` or the config key ``results_store``), appended to that results store. The
-    config key ``results_extra`` (a dict) is kept in the record's ``extra`` field.
+    config key ``results_extra`` (a dict) is kept in the record's ``extra`` field. Without ``checkpoint``, the
+    config's own ``checkpoint`` key (the trained weights a config ships with) is used.
     """
     from .evaluation import write_json_atomic
     from .results import ResultStore, build_record
+    if checkpoint is None and cfg.get('checkpoint'):
+        checkpoint = cfg.checkpoint
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise CheckpointError(f'checkpoint file not found: {checkpoint!r}')
     dump = _dump_metric(cfg, out) if out is not None else None  # a bad --out fails before any evaluation

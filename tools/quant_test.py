@@ -25,7 +25,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Post-training quantization test (mmdet tools/test.py habits)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', default=None,
-                        help='model checkpoint (.pth / .safetensors); without it the model has random weights')
+                        help="model checkpoint (.pth / .safetensors); default: the config's `checkpoint` (trained "
+                             'weights it ships with), else the model has random weights')
     parser.add_argument('--work-dir', help='directory for logs, results JSON and quantizer state')
     parser.add_argument('--out', help='dump the quantized predictions to this pickle file')
     parser.add_argument('--no-float', action='store_true', help='skip the float reference evaluation')

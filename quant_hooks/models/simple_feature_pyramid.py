@@ -72,9 +72,14 @@ class SimpleFeaturePyramid(BaseModule):
         return nn.MaxPool2d(2, stride=2), dim
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Backbone outputs (the last one is used) -> ``num_outs`` maps, finest first."""
+        """Backbone outputs (the last one is used) -> ``num_outs`` contiguous maps, finest first.
+
+        The channel LayerNorm returns a permuted (non-contiguous) view; mmcv's CPU ``RoIAlign`` reads its input as
+        contiguous NCHW memory, so the maps are made contiguous here.
+        """
         x = inputs[-1]
-        outs = [out(lat(stage(x))) for stage, lat, out in zip(self.stages, self.lateral_convs, self.output_convs)]
+        outs = [out(lat(stage(x))).contiguous()
+                for stage, lat, out in zip(self.stages, self.lateral_convs, self.output_convs)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
         return tuple(outs)

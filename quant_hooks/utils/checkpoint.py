@@ -106,7 +106,15 @@ def load_state_dict_strict(model: nn.Module, state: dict, source: str = 'checkpo
 
 
 def load_checkpoint(model: nn.Module, path: str) -> dict:
-    """Load model weights from ``path`` strictly; returns the checkpoint's ``meta`` (or {})."""
+    """Load model weights from ``path`` strictly; returns the checkpoint's ``meta`` (or {}).
+
+    A file of trained weights without the model's frozen pre-trained parts
+    (:func:`~quant_hooks.utils.detector_weights.export_trained_weights`) is loaded by
+    :func:`~quant_hooks.utils.detector_weights.load_detector_weights`, equally strict on the parts it holds.
+    """
+    from .detector_weights import is_partial_checkpoint, load_detector_weights
+    if os.path.isfile(path) and is_partial_checkpoint(path):
+        return load_detector_weights(model, path)
     ckpt = load_torch_file(path)
     load_state_dict_strict(model, extract_state_dict(ckpt), source=f'checkpoint {path}')
     return ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}

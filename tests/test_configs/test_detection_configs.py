@@ -15,7 +15,8 @@ DETECTION = REPO / 'configs' / 'detection'
 
 def test_generated_configs_are_up_to_date():
     assert gen.check() == [], 'run python tools/make_detection_configs.py'
-    expected = (len(gen.DETECTORS) * len(gen.BITS) + len(gen.TINY)) * len(gen.METHODS) - len(gen.HAND_WRITTEN)
+    expected = ((len(gen.DETECTORS) + len(gen.SHAPES)) * len(gen.BITS) + len(gen.TINY)) * len(gen.METHODS) \
+        - len(gen.HAND_WRITTEN)
     assert len(gen.expected_configs()) == expected
 
 
@@ -53,7 +54,13 @@ def test_leaf_config_describes_a_quantized_test_run(name):
     assert cfg.quant_adapter['type'] == ('ViTDetAdapter' if name.startswith('vitdet') else 'MMDetSwinAdapter')
     assert cfg.model.backbone.init_cfg is None, 'weights must come from the checkpoint, never downloaded'
     calib = cfg.quant_calibration
-    if '_coco_tiny_' in name:
+    if '_shapes_' in name:
+        assert calib.dataset.ann_file == 'annotations/instances_calib.json' and calib.num_images == 16
+        assert cfg.test_dataloader.dataset.ann_file == 'annotations/instances_val.json'
+        assert cfg.test_dataloader.dataset.data_root.endswith('data/shapes/')
+        model = name[:name.index('_shapes_')] + '_shapes'
+        assert cfg.checkpoint.endswith(f'checkpoints/{model}/weights.safetensors')
+    elif '_coco_tiny_' in name:
         assert calib.dataset.ann_file == 'annotations/instances_calib.json'
         assert cfg.test_dataloader.dataset.ann_file == 'annotations/instances_val.json'
     else:

@@ -114,3 +114,48 @@ def test_simple_feature_pyramid_strides_and_channels():
 def test_neck_bad_arguments(kwargs, field):
     with pytest.raises(ValueError, match=f'{field}=.* is invalid: allowed values'):
         SimpleFeaturePyramid(**kwargs)
+
+
+def test_class_token_final_norm_layer_scale_backbone_equals_timm_dinov2_layout(tmp_path):
+    """With the class token, layer scale and final norm (the DINOv2 layout), a pretrained timm state dict loads
+    strictly and the output map equals timm's patch tokens (antialiased position-embedding resize)."""
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    vit = timm.create_model('vit_small_patch14_dinov2', pretrained=False, num_classes=0, img_size=70, embed_dim=32,
+                            depth=2, num_heads=2, init_values=0.5, dynamic_img_size=True).eval()
+    path = tmp_path / 'vit.safetensors'
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    backbone = ViTDetBackbone(img_size=70, patch_size=14, embed_dim=32, depth=2, num_heads=2, window_size=0,
+                              global_attn_indexes=(), init_values=1e-5, use_cls_token=True, final_norm=True,
+                              pos_embed_antialias=True, pretrained=str(path), frozen=True)
+    assert backbone.weights_source == str(path)
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert not backbone.training  # frozen: stays in eval mode
+    x = torch.randn(2, 3, 42, 56)
+    with torch.no_grad():
+        out = backbone(x)[0]
+        ref = vit.forward_features(x)[:, 1:].reshape(2, 3, 4, 32).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_class_token_needs_global_attention():
+    with pytest.raises(ValueError, match='use_cls_token'):
+        ViTDetBackbone(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, window_size=4,
+                       global_attn_indexes=(1,), use_cls_token=True)
+
+
+def test_pyramid_maps_are_contiguous_for_mmcv_roi_align():
+    """mmcv's CPU RoIAlign reads NCHW memory as contiguous: on the channel LayerNorm's permuted view it returns other
+    values, so every pyramid level must be contiguous (and RoI features then equal a contiguous copy's)."""
+    from mmcv.ops import RoIAlign
+    torch.manual_seed(0)
+    neck = SimpleFeaturePyramid(in_channels=16, out_channels=8, scale_factors=(2.0, 1.0, 0.5), num_outs=4).eval()
+    with torch.no_grad():
+        outs = neck((torch.randn(1, 16, 8, 8), ))
+    assert all(o.is_contiguous() for o in outs)
+    rois = torch.tensor([[0, 1.0, 2.0, 9.0, 12.0]])
+    op = RoIAlign(7, 1 / 2, 0)
+    torch.testing.assert_close(op(outs[0], rois), op(outs[0].clone(memory_format=torch.contiguous_format), rois))
+    permuted = outs[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not torch.allclose(op(permuted, rois), op(outs[0], rois))  # the failure this guards against
