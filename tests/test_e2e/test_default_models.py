@@ -77,3 +77,21 @@ def test_default_model_w8a8_keeps_float_ap_and_w4a4_loses_clearly_more(tmp_path)
         assert fl > 0.15, (key, fl)  # trained weights loaded
         assert fl - q8 <= W8_TOL, (key, fl, q8)
         assert fl - q4 >= max(0.1, 3 * (fl - q8)), (key, fl, q8, q4)
+
+
+def test_default_model_w4a4_repq_and_adfq_keep_clearly_more_ap_than_minmax(tmp_path):
+    """The papers' recipes against the plain baseline at W4/A4, on the first 16 val images (8 calib images)."""
+    name = 'vitdet_mask_rcnn_vit_s14_shapes'
+    _needs_backbone(name)
+    ann = _val_subset(tmp_path, 16)
+    options = ['--cfg-options', f'test_dataloader.dataset.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+               'quant_calibration.num_images=8']
+    ap = {}
+    for method in ('minmax', 'repq_vit', 'adfq_vit'):
+        record = main([str(DETECTION / f'{name}_{method}_w4a4.py'), '--work-dir', str(tmp_path / method), '--no-float',
+                       *options])
+        ap[method] = {key: record['metrics']['quant'][key] for key in METRICS}
+    print(f'\nW4/A4 on 16 shapes val images: {ap}')
+    for method in ('repq_vit', 'adfq_vit'):
+        for key in METRICS:
+            assert ap[method][key] >= ap['minmax'][key] + 0.05, (method, key, ap)
