@@ -37,7 +37,10 @@ def build_run_config(config: str, options: dict | None, work_dir: str):
 
 
 def run_key(cfg, checkpoint: str | None) -> tuple[str, str | None]:
-    """(config hash, checkpoint digest) exactly as the run's record will carry them."""
+    """(config hash, checkpoint digest) exactly as the run's record will carry them (without ``checkpoint``, the
+    config's own ``checkpoint`` key, which quant_test then loads)."""
+    if checkpoint is None and cfg.get('checkpoint'):
+        checkpoint = cfg.checkpoint
     return config_hash(cfg.to_dict()), file_sha256(checkpoint)
 
 
