@@ -69,8 +69,9 @@ def test_run_reports_both_metrics_and_records_the_run(run_a, coco_tiny):
     work, record = run_a
     for phase in ('float', 'quant'):
         assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(record['metrics'][phase])
-    assert record['num_sites'] == 76  # Swin-T: patch embed + 12 x (qkv, proj, fc1, fc2, 2 matmuls) + 3 merges
-    assert record['sites_by_kind'] == {'conv': 1, 'linear': 51, 'matmul': 24}
+    # Swin-T: patch embed + 12 x (qkv, proj, fc1, fc2, 2 matmuls, softmax logits) + 3 merges
+    assert record['num_sites'] == 88
+    assert record['sites_by_kind'] == {'act': 12, 'conv': 1, 'linear': 51, 'matmul': 24}
     calib = record['calibration']
     assert calib['num_images'] == 2 and len(calib['images']) == 2
     val_images = {p.name for p in (coco_tiny / 'val').iterdir()}

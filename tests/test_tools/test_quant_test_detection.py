@@ -43,8 +43,9 @@ def test_quant_test_runs_end_to_end(config, two_image_annotations, tmp_path):
         metrics = record['metrics'][phase]
         for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
             assert 0.0 <= metrics[key] <= 1.0, (phase, key, metrics)
-    # backbone scope: 12 blocks x 6 sites + the patch embedding (+ 3 patch merges for Swin)
-    assert record['num_sites'] == 12 * 6 + 1 + (3 if config.startswith('cascade') else 0)
+    # backbone scope: 12 blocks x 7 sites (qkv, proj, fc1, fc2, 2 matmuls, softmax logits) + the patch embedding
+    # (+ 3 patch merges for Swin)
+    assert record['num_sites'] == 12 * 7 + 1 + (3 if config.startswith('cascade') else 0)
     assert record['calibration']['num_images'] == 2
     saved = json.loads((tmp_path / 'quant_results.json').read_text())
     assert saved['metrics']['quant']['coco/segm_mAP'] == record['metrics']['quant']['coco/segm_mAP']
