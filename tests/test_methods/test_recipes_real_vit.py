@@ -15,7 +15,7 @@ from mmengine.registry import DefaultScope
 from quant_hooks.adapters import TimmViTAdapter, run_batches
 from quant_hooks.quantizers import build_quantizer, search_noise
 from quant_hooks.registry import QUANT_METHODS
-from tests.conftest import shared_path
+from tests.conftest import load_imagenet_images, shared_path
 
 pytestmark = pytest.mark.slow
 
@@ -23,21 +23,8 @@ WEIGHTS = 'data/weights/vit_small_patch14_dinov2.imgfocus.safetensors'
 IMAGES = 'data/imagenet_val_subset/images'
 
 
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
 def _images(count, offset):
-    """``count`` real images (sorted by name, from ``offset``), 224 px, ImageNet-normalised."""
-    from PIL import Image
-    folder = shared_path(IMAGES)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))[offset:offset + count]
-    out = []
-    for f in files:
-        img = Image.open(f).convert('RGB').resize((224, 224), Image.BICUBIC)
-        t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(224, 224, 3)
-        out.append((t.permute(2, 0, 1).float() / 255 - MEAN) / STD)
-    return torch.stack(out)
+    return load_imagenet_images(shared_path(IMAGES), count, offset)
 
 
 def _model():

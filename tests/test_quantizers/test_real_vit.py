@@ -9,11 +9,10 @@ base-2 form does on the first block only, see the table). Run with ``-s`` to see
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import shared_path
+from tests.conftest import load_imagenet_images, shared_path
 from qtest_utils import calibrate
 
 from quant_hooks.quantizers import build_quantizer
@@ -24,21 +23,6 @@ WEIGHTS = 'data/weights/vit_small_patch14_dinov2.imgfocus.safetensors'
 IMAGES = 'data/imagenet_val_subset/images'
 #: blocks checked (early, middle, late; all 12 pass too, at three times the cost)
 BLOCKS = (0, 4, 8, 11)
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
-def _load_images(folder: Path, count: int) -> torch.Tensor:
-    from PIL import Image
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))[:count]
-    out = []
-    for f in files:
-        img = Image.open(f).convert('RGB').resize((224, 224), Image.BICUBIC)
-        t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(224, 224, 3)
-        out.append((t.permute(2, 0, 1).float() / 255 - MEAN) / STD)
-    return torch.stack(out)
-
-
 @pytest.fixture(scope='module')
 def activations():
     weights, images = shared_path(WEIGHTS), shared_path(IMAGES)
@@ -54,7 +38,7 @@ def activations():
             handles.append(getattr(blk.mlp, name).register_forward_pre_hook(
                 lambda mod, inp, key=(name, i): captured.__setitem__(key, inp[0].detach())))
     with torch.no_grad():
-        model(_load_images(images, 6))
+        model(load_imagenet_images(images, 6))
     for h in handles:
         h.remove()
     return captured
