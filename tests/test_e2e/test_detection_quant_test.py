@@ -19,6 +19,19 @@ pytestmark = pytest.mark.slow
 STAT_KEYS = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    """Every run in this module uses one intra-op thread, as each torchrun rank does (OMP_NUM_THREADS=1).
+
+    CPU convolutions sum in a thread-count dependent order; a 1-ulp difference can move a value across a
+    rounding boundary of the fake quantizer, so runs compared for exact equality must share the thread count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """A real mmengine checkpoint of the config's detector (seeded random weights, numpy scalars in its log)."""
@@ -136,7 +149,8 @@ def test_two_process_gloo_run_equals_the_single_process_run(run_b, checkpoint, p
 
     from e2e_helpers import REPO
     _, record_b = run_b
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000), PYTHONWARNINGS='ignore')
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000), PYTHONWARNINGS='ignore',
+               OMP_NUM_THREADS='1')
     proc = subprocess.run(['bash', str(REPO / 'tools/dist_quant_test.sh'), str(SWIN_TINY_CONFIG), str(checkpoint), '2',
                            '--work-dir', str(tmp_path), '--cfg-options', *SMALL_DETECTION_OPTIONS,
                            f'test_evaluator.ann_file={pseudo_gt}'], cwd=REPO, env=env, capture_output=True, text=True,
