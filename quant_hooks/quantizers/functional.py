@@ -209,46 +209,129 @@ _CARRY_QUARTER = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.25)
 _CARRY_THREE_QUARTERS = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.75)
 
 
-def round_log2_float32_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tensor:
-    """``round(k·log2(t))`` in place for a float32 tensor, from its bits (no transcendental function).
+def round_log2_index_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tensor:
+    """``round(k·log2(t)) + 127·k`` as int32, computed in place in the storage of the float32 tensor ``t``.
 
     With ``t = 1.m · 2^E``: ``round(log2 t) = E + 1[1.m >= √2]`` and
     ``round(2·log2 t) = 2E + 1[1.m >= 2^(1/4)] + 1[1.m >= 2^(3/4)]``. Adding ``2^23 - mantissa(threshold)`` to the
     bits carries into the exponent field exactly when the mantissa reaches the threshold, so a shift by 23 reads
-    out the biased exponent plus that comparison.
-    Exact (no tie is possible, the thresholds being irrational) for positive normal numbers; zero, subnormal and
-    negative inputs give ``<= -126·k``, i.e. underflow, which is also what ``log2`` gives them in a log quantizer
-    whose largest code is at most ``126·k - 2`` (see :func:`log_fake_quant`).
+    out the biased exponent (``E + 127``) plus that comparison.
+    Exact (no tie is possible, the thresholds being irrational) for positive normal numbers; zero and subnormal
+    inputs give ``<= k`` (``round(k·log2) <= -126·k``), negative inputs a negative index.
+
+    Returns:
+        the int32 view of ``t``'s storage holding the index.
+    """
+    bits = t.view(torch.int32)
+    if levels_per_octave == 1:
+        return bits.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
+    # (bits + carry) >> 23 is the exponent field plus the comparison bit: the two sums give 2E + both bits
+    lower = torch.add(bits, _CARRY_QUARTER).bitwise_right_shift_(23)
+    return bits.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
+
+
+def round_log2_float32_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tensor:
+    """``round(k·log2(t))`` in place for a float32 tensor, from its bits (no transcendental function); see
+    :func:`round_log2_index_`. Zero, subnormal and negative inputs give ``<= -126·k``, i.e. underflow, which is
+    also what ``log2`` gives them in a log quantizer whose largest code is at most ``126·k - 2`` (see
+    :func:`log_fake_quant`).
 
     Args:
         t: float32 tensor, overwritten.
         levels_per_octave: k, 1 or 2.
     """
-    bits = t.view(torch.int32)
-    if levels_per_octave == 1:
-        bits.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
-        t.copy_(bits)
-        return t.sub_(127)
-    # (bits + carry) >> 23 is the exponent field plus the comparison bit: the two sums give 2E + both bits
-    lower = torch.add(bits, _CARRY_QUARTER).bitwise_right_shift_(23)
-    bits.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
-    t.copy_(bits)
-    return t.sub_(254)
+    t.copy_(round_log2_index_(t, levels_per_octave))
+    return t.sub_(127 * levels_per_octave)
+
+
+def _log_dequant_from_rounded_(t: torch.Tensor, scale: torch.Tensor, qmax: int, k: int,
+                               flush_underflow: bool) -> torch.Tensor:
+    """``Δ · 2^(-q/k)`` in place from ``t = round(k·log2(x/Δ))`` (i.e. ``-q`` before clamping)."""
+    if flush_underflow:  # codes beyond 2^b - 1 -> -inf, whose exp2 is exactly 0 (one fused pass, no mask)
+        torch.nn.functional.threshold_(t, -qmax - 0.5, -math.inf)
+        t.clamp_max_(0)
+    else:
+        t.clamp_(-qmax, 0)
+    if k != 1:
+        t.mul_(1.0 / k)  # exact for k in {1, 2}: -q/k
+    return t.exp2_().mul_(scale)
+
+
+#: elements per block of :func:`log_fake_quant_per_tensor` (its scratch block is reused, so a call allocates
+#: only its output)
+LOG_BLOCK = 1 << 18
+
+
+def _log_table(scale: torch.Tensor, qmax: int, k: int, flush_underflow: bool, offset, device) -> torch.Tensor:
+    """``Δ · 2^(-q/k) + offset`` for every index ``round(k·log2(x/Δ)) + 127·k`` of :func:`round_log2_index_`,
+    computed by the float32 operations of the element-wise path (so both give identical values)."""
+    table = torch.arange(256 * k + 1, dtype=torch.float32, device=device).sub_(127 * k)
+    table = _log_dequant_from_rounded_(table, scale.reshape(()), qmax, k, flush_underflow)
+    return table if offset is None else table.add_(offset)
+
+
+def log_fake_quant_per_tensor(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_octave: int,
+                              flush_underflow: bool, shift=None, eps: float = 0.0, clamp_below: bool = True,
+                              offset=None) -> torch.Tensor | None:
+    """The no-autograd log fake quantization of ``t = x - shift`` (floored at 0 when ``clamp_below``) ``+ eps``
+    with one scale, plus ``offset``; ``None`` where it does not apply (not float32, a scale per group, k not in
+    {1, 2}, or codes too wide), and the caller takes the element-wise path.
+
+    Works through ``x`` in blocks of :data:`LOG_BLOCK` values with one reused scratch block: each block is shifted,
+    divided by Δ, turned into the index ``round(k·log2(t/Δ)) + 127·k`` from its bits (:func:`round_log2_index_`)
+    and read out of a table of the dequantized values (:func:`_log_table`). Every value equals the element-wise
+    path's; the call allocates only its output.
+    """
+    k = levels_per_octave
+    qmax = 2**bits - 1
+    if x.dtype != torch.float32 or scale.numel() != 1 or k not in (1, 2) or qmax > 126 * k - 2:
+        return None
+    table = _log_table(scale, qmax, k, flush_underflow, offset, x.device)
+    scale = scale.reshape(())
+    flat = x.detach().reshape(-1)
+    n = flat.numel()
+    out = torch.empty(n, dtype=torch.float32, device=x.device)
+    scratch = torch.empty(min(n, LOG_BLOCK), dtype=torch.float32, device=x.device)
+    for start in range(0, n, LOG_BLOCK):
+        m = min(LOG_BLOCK, n - start)
+        t, o = scratch[:m], out[start:start + m]
+        if shift is None:
+            torch.clamp_min(flat[start:start + m], 0, out=t)
+        else:
+            torch.sub(flat[start:start + m], shift, out=t)
+            if clamp_below:
+                t.clamp_min_(0)
+        if eps:
+            t.add_(eps)
+        bits_ = t.div_(scale).view(torch.int32)
+        if k == 1:
+            index = bits_.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
+        else:  # round_log2_index_ with the output block as its second scratch
+            lower = torch.add(bits_, _CARRY_QUARTER, out=o.view(torch.int32)).bitwise_right_shift_(23)
+            index = bits_.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
+        torch.index_select(table, 0, index.clamp_min_(0), out=o)  # negative inputs (a -0.0, say) underflow
+    return out.view(x.shape)
 
 
 def log_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_octave: int,
-                   flush_underflow: bool, inplace: bool = False) -> torch.Tensor:
-    """``log_dequant(*log_codes(x))``, the same values computed with fewer passes.
+                   flush_underflow: bool, inplace: bool = False, offset=None) -> torch.Tensor:
+    """``log_dequant(*log_codes(x)) + offset``, the same values computed with fewer passes (per-tensor float32
+    scales: :func:`log_fake_quant_per_tensor`).
 
     Args:
         x: values; negative ones count as 0.
         scale: Δ, broadcasting against ``x``.
         bits, levels_per_octave, flush_underflow: see :func:`log_codes`.
-        inplace: ``x`` is a non-negative scratch tensor that may be overwritten with the result (no autograd).
+        inplace: ``x`` is a non-negative scratch tensor that may be overwritten (no autograd).
+        offset: optional value added to the result (e.g. a shift undone).
     """
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         codes, mask = log_codes(x, scale, bits, levels_per_octave, flush_underflow)
-        return log_dequant(codes, scale, levels_per_octave, mask)
+        out = log_dequant(codes, scale, levels_per_octave, mask)
+        return out if offset is None else out + offset
+    fast = log_fake_quant_per_tensor(x, scale, bits, levels_per_octave, flush_underflow, offset=offset)
+    if fast is not None:
+        return fast
     qmax = 2**bits - 1
     k = levels_per_octave
     t = x if inplace else x.clamp_min(0)
@@ -260,14 +343,8 @@ def log_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, levels_per_o
         if k != 1:
             t.mul_(k)
         t.round_()  # -q before clamping: round(-k·L) == -round(k·L) (round half to even is symmetric)
-    if flush_underflow:  # codes beyond 2^b - 1 -> -inf, whose exp2 is exactly 0 (one fused pass, no mask)
-        torch.nn.functional.threshold_(t, -qmax - 0.5, -math.inf)
-        t.clamp_max_(0)
-    else:
-        t.clamp_(-qmax, 0)
-    if k != 1:
-        t.mul_(1.0 / k)  # exact for k in {1, 2}: -q/k
-    return t.exp2_().mul_(scale)
+    out = _log_dequant_from_rounded_(t, scale, qmax, k, flush_underflow)
+    return out if offset is None else out.add_(offset)
 
 
 def log_round(v: torch.Tensor) -> torch.Tensor:

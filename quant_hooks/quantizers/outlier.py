@@ -213,10 +213,12 @@ class OutlierAwareQuantizer(Quantizer):
             outliers = x.abs() > self.threshold
             scale, zp = self.params_for(x, outliers)
             return torch.where(outliers, x, fake_quant_affine(x, scale, zp, self.qmin, self.qmax))
-        # No autograd: x̂ = Q(x_in) + (x - x_in), x_in = x with its outliers set to 0. Inliers give Q(x) + 0 and
-        # outliers 0 + x, both exact, as long as Q(0) = 0, i.e. the zero-point lies in the code range; no boolean
-        # mask is needed (boolean selects are the slowest kernels here).
-        x_in = self._zero_outliers(x)
+        # No autograd: x̂ = Q(x_in) + x_out, with x_out = hardshrink(x, α) (the outliers, 0 elsewhere) and
+        # x_in = x - x_out (the inliers, 0 at the outliers), both exact. Inliers give Q(x) + 0 and outliers
+        # Q(0) + x = x as long as Q(0) = 0, i.e. the zero-point lies in the code range; no boolean mask is needed
+        # (boolean selects are the slowest kernels here).
+        x_out = F.hardshrink(x, self.threshold)
+        x_in = torch.sub(x, x_out)
         if self.dynamic:
             ch = self.granularity.channel_axis
             lo, hi = x_in.amin(dim=ch, keepdim=True), x_in.amax(dim=ch, keepdim=True)
@@ -228,15 +230,9 @@ class OutlierAwareQuantizer(Quantizer):
             scale, zp = self.params_for(x)
             if bool(((zp < self.qmin) | (zp > self.qmax)).any()):
                 return self._fake_quant_masked(x)
-        out = fake_quant_affine(x_in, scale, zp, self.qmin, self.qmax)
-        return out.add_(torch.sub(x, x_in, out=x_in))
-
-    def _zero_outliers(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with the values ``|x| > α`` replaced by 0, by two ``threshold`` passes."""
-        neg_alpha = torch.tensor(-self.threshold, dtype=x.dtype)
-        below = float(torch.nextafter(neg_alpha, torch.tensor(-math.inf, dtype=x.dtype)))  # x > below <=> x >= -α
-        x_in = F.threshold(x, below, 0.0).neg_()  # keeps x >= -α
-        return F.threshold_(x_in, below, 0.0).neg_()  # keeps -x >= -α, i.e. x <= α
+        # fake_quant_affine's operations, in place on the scratch tensor x_in
+        out = x_in.div_(scale).round_().clamp_(min=self.qmin - zp).clamp_(max=self.qmax - zp).mul_(scale)
+        return out.add_(x_out)
 
     def _fake_quant_masked(self, x):
         """The same result with an explicit outlier mask (for zero-points outside the code range)."""

@@ -7,7 +7,7 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice, check_percentiles
-from .functional import MIN_SCALE, log_codes, log_fake_quant
+from .functional import MIN_SCALE, log_codes, log_fake_quant, log_fake_quant_per_tensor
 from .granularity import PerTensor, require_granularity
 from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
@@ -147,10 +147,16 @@ class ShiftLog2Quantizer(Quantizer):
 
     def fake_quant(self, x):
         s = self.current_shift(x)
-        xs = self._shifted(x, s)
-        out = self._fq_shifted(xs, self.scale.to(x.dtype), inplace=not xs.requires_grad)
         back = s - self.eps if self.form == 'code' else s
-        return out + back if out.requires_grad else out.add_(back)
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            out = log_fake_quant_per_tensor(x, self.scale.to(x.dtype), self.bits, self.levels_per_octave,
+                                            self.form == 'code', shift=s, eps=self.eps,
+                                            clamp_below=self.shift_mode != 'current', offset=back)
+            if out is not None:
+                return out
+        xs = self._shifted(x, s)
+        return log_fake_quant(xs, self.scale.to(x.dtype), self.bits, self.levels_per_octave, self.form == 'code',
+                              inplace=not xs.requires_grad, offset=back)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes in ``[0, 2^b - 1]`` (code form: underflowed values, which dequantize to ``s - ε``, carry

@@ -147,3 +147,27 @@ def test_bitwise_log2_rounding_underflows_zero_and_negative_values():
 def test_invalid_settings_raise(kwargs, field):
     with pytest.raises(QuantizerError, match=field):
         LogSqrt2Quantizer(4, **kwargs)
+
+
+@pytest.mark.parametrize('block', [1000, 1 << 18])
+@pytest.mark.parametrize('flush', [False, True])
+@pytest.mark.parametrize('bits', [2, 3, 4, 6, 8])
+@pytest.mark.parametrize('k', [1, 2])
+def test_per_tensor_table_path_equals_the_element_wise_path(k, bits, flush, block, monkeypatch):
+    """One scale: the result is read from a table, block by block; the same scale repeated per row takes the
+    element-wise path. Both must agree bit for bit, offsets, zeros, -0.0, subnormals, negatives and huge values
+    included, with one block or several (the last one partial)."""
+    from quant_hooks.quantizers import functional
+    from quant_hooks.quantizers.functional import log_fake_quant
+    monkeypatch.setattr(functional, 'LOG_BLOCK', block)
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.cat([torch.rand(4000, generator=gen), torch.exp(torch.randn(4000, generator=gen) * 8),
+                   torch.tensor([0.0, -0.0, -1.5, 1e-40, 3e38, 1.0, 0.5, 2**-0.25])]).reshape(8, -1)
+    scale = torch.tensor(0.37)
+    per_row = scale.expand(x.shape[0], 1).contiguous()
+    for offset in (None, torch.tensor(-0.17), 0.25):
+        got = log_fake_quant(x, scale, bits, k, flush, offset=offset)
+        ref = log_fake_quant(x, per_row, bits, k, flush, offset=offset)
+        assert torch.equal(got, ref)
+        scratch = x.clamp_min(0)
+        assert torch.equal(log_fake_quant(scratch, scale, bits, k, flush, inplace=True, offset=offset), ref)

@@ -125,3 +125,18 @@ def test_beats_uniform_on_heavy_tailed_post_gelu_values():
 def test_invalid_settings_raise(kwargs, field):
     with pytest.raises(QuantizerError, match=field):
         ShiftLog2Quantizer(4, **kwargs)
+
+
+@pytest.mark.parametrize('shift', ['current', 'calibrated', -0.17, 0.0])
+@pytest.mark.parametrize('form', ['paper', 'code'])
+def test_blocked_forward_equals_the_element_wise_form(form, shift, monkeypatch):
+    """The no-autograd forward (table lookup, several blocks) gives exactly the autograd path's values."""
+    from quant_hooks.quantizers import functional
+    monkeypatch.setattr(functional, 'LOG_BLOCK', 777)
+    x = make_input('gelu')
+    q = calibrate(ShiftLog2Quantizer(4, form=form, shift=shift, range_method='minmax'), x)
+    inp = torch.cat([make_input('gelu', seed=4).flatten(), torch.tensor([-0.0, 0.0, -5.0, 1e-40])])
+    with torch.no_grad():
+        fast = q(inp)
+    slow = q(inp.clone().requires_grad_()).detach()
+    assert torch.equal(fast, slow)
