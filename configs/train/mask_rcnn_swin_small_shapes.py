@@ -12,7 +12,7 @@ val_evaluator = None
 test_dataloader = _base_.shapes_val_dataloader
 test_evaluator = _base_.shapes_val_evaluator
 
-max_iters = 300
+max_iters = 3000
 train_cfg = dict(_base_.shapes_train_cfg, max_iters=max_iters)
 optim_wrapper = dict(_base_.shapes_optim_wrapper, optimizer=dict(type='AdamW', lr=6e-4, weight_decay=0.05),
                      paramwise_cfg=dict(custom_keys=dict(absolute_pos_embed=dict(decay_mult=0.0),
