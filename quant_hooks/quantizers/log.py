@@ -99,7 +99,7 @@ class LogQuantizer(Quantizer):
         if not self.requires_calibration:
             return False
         more = self._search.end_pass(self.where)
-        if self._cands is None:
+        if self._cands is None and self._search.ready:
             s = self._search
             self._cands = (s.hi[:, None] if self.range_method == 'minmax' else s.quantiles()).clamp_min(MIN_SCALE)
         return more

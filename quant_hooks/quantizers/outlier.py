@@ -145,7 +145,7 @@ class OutlierAwareQuantizer(Quantizer):
         if self.dynamic:
             return False
         more = self._search.end_pass(self.where)
-        if self._cand_lo is None:
+        if self._cand_lo is None and self._search.ready:
             s = self._search
             if self.range_method == 'minmax':
                 self._cand_lo, self._cand_hi = s.lo[:, None], s.hi[:, None]

@@ -325,6 +325,12 @@ class RangeSearch:
         return False
 
     @property
+    def ready(self) -> bool:
+        """Statistics and quantiles are complete (after the statistics pass, and the tails pass when the streaming
+        quantiles were inexact): candidates built from them can be scored."""
+        return self.stage in ('score', 'done')
+
+    @property
     def passes_planned(self) -> int:
         """Passes the search needs (one more when the streaming quantiles turn out inexact)."""
         return 2 if self.score == 'after_stats' else 1

@@ -106,7 +106,7 @@ class ShiftLog2Quantizer(Quantizer):
 
     def _end_pass(self):
         more = self._search.end_pass(self.where)
-        if self._cands is None:
+        if self._cands is None and self._search.ready:
             srch = self._search
             if self.shift_mode == 'calibrated':
                 self.shift = srch.lo.reshape(()).clone()

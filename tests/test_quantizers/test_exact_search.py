@@ -320,3 +320,28 @@ def test_wrappers_run_the_passes_of_their_inner_quantizer():
     lis = calibrated(dict(type='log_int_softmax', logit_quantizer=inner), x)
     assert torch.equal(lis.logit_quantizer.scale, plain.scale)
     assert math.isfinite(noisy.describe()['inner']['percentile'])
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='uniform', bits=4, range_method='percentile'),
+    dict(type='log_sqrt2', bits=4),
+    dict(type='log2', bits=4, range_method='percentile'),
+    dict(type='shift_log2', bits=4, form='code', shift='current'),
+    dict(type='shift_log2', bits=4),
+    dict(type='ppoq', bits=4, threshold=50.0, granularity='per_token_static', range_method='percentile'),
+], ids=lambda c: '-'.join(str(v) for v in c.values()))
+def test_a_stream_whose_first_tensor_holds_the_tail_takes_a_tails_pass(cfg):
+    """When the first observed tensor holds the largest values, the streaming top-k buffers drop values the final
+    quantiles need: the search runs an extra pass with buffers of the final size. Candidates must wait for it, and
+    the result equals the calibration of the same tensors in an order where streaming is exact."""
+    gen = torch.Generator().manual_seed(0)
+    small = [torch.rand(1, 4, 5000, generator=gen) for _ in range(7)]
+    big = torch.rand(1, 4, 5000, generator=gen) * 10.0
+    first = build_quantizer(cfg)
+    calibrate(first, big, *small)
+    last = build_quantizer(cfg)
+    calibrate(last, *small, big)
+    info = first.describe()
+    assert info['passes'] == last.describe()['passes'] + 1, (info, last.describe())
+    for name, buf in last.named_buffers():
+        torch.testing.assert_close(dict(first.named_buffers())[name], buf, rtol=0, atol=0, msg=name)
