@@ -12,7 +12,7 @@ val_evaluator = None
 test_dataloader = _base_.shapes_val_dataloader
 test_evaluator = _base_.shapes_val_evaluator
 
-max_iters = 200
+max_iters = 1000
 train_cfg = dict(_base_.shapes_train_cfg, max_iters=max_iters)
 optim_wrapper = _base_.shapes_optim_wrapper
 param_scheduler = [_base_.shapes_warmup, dict(_base_.shapes_step_decay, milestones=[int(max_iters * 0.8)])]
