@@ -87,22 +87,28 @@ def extract_state_dict(ckpt) -> dict:
     return state
 
 
-def load_state_dict_strict(model: nn.Module, state: dict, source: str = 'checkpoint') -> None:
-    """Load ``state`` into ``model`` requiring the same keys and shapes; report every mismatch."""
-    own = model.state_dict()
+def load_state_dict_strict(model: nn.Module, state: dict, source: str = 'checkpoint', skip=()) -> None:
+    """Load ``state`` into ``model`` requiring the same keys and shapes; report every mismatch.
+
+    ``skip``: names of submodules whose tensors ``state`` leaves out (they load their own weights); their keys are
+    neither required nor loaded.
+    """
+    skip = list(skip)
+    own = {k: v for k, v in model.state_dict().items() if not any(k.startswith(s + '.') for s in skip)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
                     for k in set(own) & set(state) if state[k].shape != own[k].shape)
     if missing or unexpected or shapes:
-        lines = [f'{source} does not match the model {type(model).__name__}:']
+        without = f' (without {skip})' if skip else ''
+        lines = [f'{source} does not match the model {type(model).__name__}{without}:']
         for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches',
                                                                                           shapes)):
             if items:
                 more = f' ... and {len(items) - 10} more' if len(items) > 10 else ''
                 lines.append(f'  {len(items)} {title}: {", ".join(items[:10])}{more}')
         raise CheckpointError('\n'.join(lines))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not skip)
 
 
 def load_checkpoint(model: nn.Module, path: str) -> dict:

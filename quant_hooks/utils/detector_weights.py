@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 
-import torch
 from torch import nn
 
 from .checkpoint import CheckpointError
@@ -84,7 +83,7 @@ def load_detector_weights(model: nn.Module, path: str) -> dict:
     """
     from safetensors.torch import load_file
 
-    from .checkpoint import load_torch_file
+    from .checkpoint import load_state_dict_strict, load_torch_file
 
     model = getattr(model, 'module', model)
     metadata = read_metadata(path)
@@ -101,20 +100,5 @@ def load_detector_weights(model: nn.Module, path: str) -> dict:
             raise CheckpointError(f'checkpoint {path} leaves out {name!r}, which must load its own pre-trained '
                                   f'weights, but model.{name} has none (set its `pretrained` in the config)')
     state = load_file(path) if os.path.isfile(path) else load_torch_file(path)
-    own = {k: v for k, v in model.state_dict().items() if not any(k.startswith(s + '.') for s in skip)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        lines = [f'checkpoint {path} does not match the model {type(model).__name__} (without {skip}):']
-        for title, items in (('missing keys', missing), ('unexpected keys', unexpected),
-                             ('shape mismatches', shapes)):
-            if items:
-                more = f' ... and {len(items) - 10} more' if len(items) > 10 else ''
-                lines.append(f'  {len(items)} {title}: {", ".join(items[:10])}{more}')
-        raise CheckpointError('\n'.join(lines))
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k].to(v.dtype))
+    load_state_dict_strict(model, state, source=f'checkpoint {path}', skip=skip)
     return {k: json.loads(v) for k, v in metadata.items() if k != META_KEY}
