@@ -45,9 +45,15 @@ def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Te
     if not isinstance(zero_point, torch.Tensor):
         zero_point = torch.as_tensor(zero_point, dtype=x.dtype, device=x.device)
     # clamp(r + z, qmin, qmax) - z == clamp(r, qmin - z, qmax - z) exactly for integer-valued r and z: the bounds
-    # are computed on the (small) parameter tensors. Two one-sided clamps: a two-sided clamp with tensor bounds
-    # takes a much slower kernel on CPU.
-    return (x / scale).round_().clamp_(min=qmin - zero_point).clamp_(max=qmax - zero_point).mul_(scale)
+    # are computed on the (small) parameter tensors.
+    return dequant_rounded_(x / scale, scale, zero_point, qmin, qmax)
+
+
+def dequant_rounded_(t: torch.Tensor, scale, zero_point, qmin, qmax) -> torch.Tensor:
+    """``(clamp(round(t) + z, qmin, qmax) - z) · Δ`` in place on ``t = x / Δ`` (no autograd), i.e. the rest of
+    :func:`fake_quant_affine` (``zero_point`` a tensor). Two one-sided clamps: a two-sided clamp with tensor bounds
+    takes a much slower kernel on CPU."""
+    return t.round_().clamp_(min=qmin - zero_point).clamp_(max=qmax - zero_point).mul_(scale)
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
@@ -209,7 +215,8 @@ _CARRY_QUARTER = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.25)
 _CARRY_THREE_QUARTERS = (1 << 23) - _smallest_float32_mantissa_at_least(2.0**0.75)
 
 
-def round_log2_index_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tensor:
+def round_log2_index_(t: torch.Tensor, levels_per_octave: int = 1,
+                      scratch: torch.Tensor | None = None) -> torch.Tensor:
     """``round(k·log2(t)) + 127·k`` as int32, computed in place in the storage of the float32 tensor ``t``.
 
     With ``t = 1.m · 2^E``: ``round(log2 t) = E + 1[1.m >= √2]`` and
@@ -219,6 +226,11 @@ def round_log2_index_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tens
     Exact (no tie is possible, the thresholds being irrational) for positive normal numbers; zero and subnormal
     inputs give ``<= k`` (``round(k·log2) <= -126·k``), negative inputs a negative index.
 
+    Args:
+        t: float32 tensor, overwritten.
+        levels_per_octave: k, 1 or 2.
+        scratch: for k = 2, an int32 tensor of ``t``'s shape for the second comparison (default: a new one).
+
     Returns:
         the int32 view of ``t``'s storage holding the index.
     """
@@ -226,7 +238,7 @@ def round_log2_index_(t: torch.Tensor, levels_per_octave: int = 1) -> torch.Tens
     if levels_per_octave == 1:
         return bits.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
     # (bits + carry) >> 23 is the exponent field plus the comparison bit: the two sums give 2E + both bits
-    lower = torch.add(bits, _CARRY_QUARTER).bitwise_right_shift_(23)
+    lower = torch.add(bits, _CARRY_QUARTER, out=scratch).bitwise_right_shift_(23)
     return bits.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
 
 
@@ -303,12 +315,8 @@ def log_fake_quant_per_tensor(x: torch.Tensor, scale: torch.Tensor, bits: int, l
                 t.clamp_min_(0)
         if eps:
             t.add_(eps)
-        bits_ = t.div_(scale).view(torch.int32)
-        if k == 1:
-            index = bits_.add_(_CARRY_SQRT2).bitwise_right_shift_(23)
-        else:  # round_log2_index_ with the output block as its second scratch
-            lower = torch.add(bits_, _CARRY_QUARTER, out=o.view(torch.int32)).bitwise_right_shift_(23)
-            index = bits_.add_(_CARRY_THREE_QUARTERS).bitwise_right_shift_(23).add_(lower)
+        # the output block is the scratch of the second comparison until the lookup overwrites it
+        index = round_log2_index_(t.div_(scale), k, scratch=o.view(torch.int32))
         torch.index_select(table, 0, index.clamp_min_(0), out=o)  # negative inputs (a -0.0, say) underflow
     return out.view(x.shape)
 

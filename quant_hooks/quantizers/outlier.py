@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice, check_percentiles
-from .functional import affine_params, fake_quant_affine, quantize_affine, uniform_qrange
+from .functional import affine_params, dequant_rounded_, fake_quant_affine, quantize_affine, uniform_qrange
 from .granularity import PerToken, require_granularity
 from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
@@ -230,9 +230,7 @@ class OutlierAwareQuantizer(Quantizer):
             scale, zp = self.params_for(x)
             if bool(((zp < self.qmin) | (zp > self.qmax)).any()):
                 return self._fake_quant_masked(x)
-        # fake_quant_affine's operations, in place on the scratch tensor x_in
-        out = x_in.div_(scale).round_().clamp_(min=self.qmin - zp).clamp_(max=self.qmax - zp).mul_(scale)
-        return out.add_(x_out)
+        return dequant_rounded_(x_in.div_(scale), scale, zp, self.qmin, self.qmax).add_(x_out)
 
     def _fake_quant_masked(self, x):
         """The same result with an explicit outlier mask (for zero-points outside the code range)."""
