@@ -50,25 +50,24 @@ def test_float_ap_equals_the_recorded_figure(name, tmp_path):
         assert metrics[key] == pytest.approx(recorded[key], abs=FLOAT_TOL), key
 
 
-def _val_subset(tmp_path, num_images: int) -> str:
-    """The first ``num_images`` images of the shapes val split as an annotation file (quantized passes are several
-    times slower than float ones on CPU)."""
+def _subset_options(tmp_path, num_images: int = 16, num_calib: int = 8) -> list[str]:
+    """quant_test options that evaluate on the first ``num_images`` images of the shapes val split (quantized passes
+    are several times slower than float ones on CPU), calibrated on ``num_calib`` calib images."""
     coco = json.loads((REPO / 'data/shapes/annotations/instances_val.json').read_text())
     coco['images'] = coco['images'][:num_images]
     ids = {im['id'] for im in coco['images']}
     coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in ids]
     path = tmp_path / f'instances_val_{num_images}.json'
     path.write_text(json.dumps(coco))
-    return str(path)
+    return ['--cfg-options', f'test_dataloader.dataset.ann_file={path}', f'test_evaluator.ann_file={path}',
+            f'quant_calibration.num_images={num_calib}']
 
 
 def test_default_model_w8a8_keeps_float_ap_and_w4a4_loses_clearly_more(tmp_path):
     """On the first 16 val images, calibrated on 8 calib images."""
     name = 'vitdet_mask_rcnn_vit_s14_shapes'
     _needs_backbone(name)
-    ann = _val_subset(tmp_path, 16)
-    options = ['--cfg-options', f'test_dataloader.dataset.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-               'quant_calibration.num_images=8']
+    options = _subset_options(tmp_path)
     w8 = main([str(DETECTION / f'{name}_minmax_w8a8.py'), '--work-dir', str(tmp_path / 'w8'), *options])
     w4 = main([str(DETECTION / f'{name}_minmax_w4a4.py'), '--work-dir', str(tmp_path / 'w4'), '--no-float', *options])
     assert w8['checkpoint'].endswith(f'checkpoints/{name}/weights.safetensors')
@@ -83,9 +82,7 @@ def test_default_model_w4a4_repq_and_adfq_keep_clearly_more_ap_than_minmax(tmp_p
     """The papers' recipes against the plain baseline at W4/A4, on the first 16 val images (8 calib images)."""
     name = 'vitdet_mask_rcnn_vit_s14_shapes'
     _needs_backbone(name)
-    ann = _val_subset(tmp_path, 16)
-    options = ['--cfg-options', f'test_dataloader.dataset.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-               'quant_calibration.num_images=8']
+    options = _subset_options(tmp_path)
     ap = {}
     for method in ('minmax', 'repq_vit', 'adfq_vit'):
         record = main([str(DETECTION / f'{name}_{method}_w4a4.py'), '--work-dir', str(tmp_path / method), '--no-float',

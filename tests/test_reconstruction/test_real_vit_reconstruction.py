@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import shared_path
+from tests.conftest import load_imagenet_images, shared_path
 
 from quant_hooks.adapters import TimmViTAdapter, run_batches
 from quant_hooks.evaluation.feature_fidelity import sqnr_db
@@ -23,20 +23,10 @@ WEIGHTS = 'data/weights/vit_small_patch14_dinov2.imgfocus.safetensors'
 IMAGES = 'data/imagenet_val_subset/images'
 UNITS = ['blocks.0.attn', 'blocks.6.mlp']
 SIZE = 112
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 def _images(count: int, size: int = SIZE) -> torch.Tensor:
-    from PIL import Image
-    folder = shared_path(IMAGES)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))[:count]
-    out = []
-    for f in files:
-        img = Image.open(f).convert('RGB').resize((size, size), Image.BICUBIC)
-        t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-        out.append((t.permute(2, 0, 1).float() / 255 - MEAN) / STD)
-    return torch.stack(out)
+    return load_imagenet_images(shared_path(IMAGES), count, size=size)
 
 
 def _calibrated_vit(images, method, calib: int = 8):
