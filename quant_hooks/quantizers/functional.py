@@ -274,10 +274,13 @@ def _log_dequant_from_rounded_(t: torch.Tensor, scale: torch.Tensor, qmax: int, 
 LOG_BLOCK = 1 << 18
 
 
-def _log_table(scale: torch.Tensor, qmax: int, k: int, flush_underflow: bool, offset, device) -> torch.Tensor:
-    """``Δ · 2^(-q/k) + offset`` for every index ``round(k·log2(x/Δ)) + 127·k`` of :func:`round_log2_index_`,
-    computed by the float32 operations of the element-wise path (so both give identical values)."""
-    table = torch.arange(256 * k + 1, dtype=torch.float32, device=device).sub_(127 * k)
+def _log_table(scale: torch.Tensor, qmax: int, k: int, flush_underflow: bool, offset, device,
+               index_k: int) -> torch.Tensor:
+    """``Δ · 2^(-q/k) + offset`` for every index ``round(k·log2(x/Δ)) + 127·index_k`` that
+    :func:`round_log2_index_` gives with ``levels_per_octave=index_k`` (``index_k`` is ``k``, or 1 for the squared
+    form of :func:`log_fake_quant_per_tensor`), computed by the float32 operations of the element-wise path (so
+    both give identical values)."""
+    table = torch.arange(256 * index_k + 1, dtype=torch.float32, device=device).sub_(127 * index_k)
     table = _log_dequant_from_rounded_(table, scale.reshape(()), qmax, k, flush_underflow)
     return table if offset is None else table.add_(offset)
 
@@ -293,12 +296,18 @@ def log_fake_quant_per_tensor(x: torch.Tensor, scale: torch.Tensor, bits: int, l
     divided by Δ, turned into the index ``round(k·log2(t/Δ)) + 127·k`` from its bits (:func:`round_log2_index_`)
     and read out of a table of the dequantized values (:func:`_log_table`). Every value equals the element-wise
     path's; the call allocates only its output.
+
+    Base √2 with codes below 126 squares the block instead: ``round(log2(fl(t·t))) = round(2·log2 t)`` for every
+    float32 ``t`` (checked over all 2^23 mantissas by the tests; the mantissa of ``t²`` does not depend on
+    ``t``'s exponent), one comparison instead of two. ``t²`` is normal or infinite for every ``t`` whose code is
+    at most 125 (``t >= 2^-63``); smaller ``t`` give a subnormal or zero ``t²`` whose index still underflows.
     """
     k = levels_per_octave
     qmax = 2**bits - 1
     if x.dtype != torch.float32 or scale.numel() != 1 or k not in (1, 2) or qmax > 126 * k - 2:
         return None
-    table = _log_table(scale, qmax, k, flush_underflow, offset, x.device)
+    squared = k == 2 and qmax <= 125
+    table = _log_table(scale, qmax, k, flush_underflow, offset, x.device, index_k=1 if squared else k)
     scale = scale.reshape(())
     flat = x.detach().reshape(-1)
     n = flat.numel()
@@ -315,8 +324,11 @@ def log_fake_quant_per_tensor(x: torch.Tensor, scale: torch.Tensor, bits: int, l
                 t.clamp_min_(0)
         if eps:
             t.add_(eps)
-        # the output block is the scratch of the second comparison until the lookup overwrites it
-        index = round_log2_index_(t.div_(scale), k, scratch=o.view(torch.int32))
+        t.div_(scale)
+        if squared:
+            index = round_log2_index_(t.mul_(t), 1)
+        else:  # the output block is the scratch of the second comparison until the lookup overwrites it
+            index = round_log2_index_(t, k, scratch=o.view(torch.int32))
         torch.index_select(table, 0, index.clamp_min_(0), out=o)  # negative inputs (a -0.0, say) underflow
     return out.view(x.shape)
 

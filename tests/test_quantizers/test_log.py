@@ -171,3 +171,14 @@ def test_per_tensor_table_path_equals_the_element_wise_path(k, bits, flush, bloc
         assert torch.equal(got, ref)
         scratch = x.clamp_min(0)
         assert torch.equal(log_fake_quant(scratch, scale, bits, k, flush, inplace=True, offset=offset), ref)
+
+
+def test_squared_float32_rounds_base_sqrt2_like_two_comparisons():
+    """round(log2(fl(t·t))) equals round(2·log2 t) for every float32 mantissa (the exponent only scales t² by a
+    power of four), which the per-tensor base-√2 lookup relies on."""
+    from quant_hooks.quantizers.functional import round_log2_index_
+    t = (torch.arange(1 << 23, dtype=torch.int32) | (127 << 23)).view(torch.float32)
+    two = round_log2_index_(t.clone(), 2) - 254
+    squared = round_log2_index_(t * t, 1) - 127
+    assert torch.equal(two, squared)
+    assert torch.equal(two.double(), torch.round(2 * torch.log2(t.double())))
