@@ -99,6 +99,28 @@ def test_fast_path_equals_the_masked_form_and_the_autograd_form():
         assert torch.equal(fast, q(x.clone().requires_grad_(True)).detach())
 
 
+@pytest.mark.parametrize('block', [1000, 1 << 18])
+@pytest.mark.parametrize('symmetric', [False, True])
+@pytest.mark.parametrize('bits', [2, 3, 4, 6, 8])
+def test_dynamic_fast_path_without_the_redundant_clamps_equals_the_masked_form(bits, symmetric, block,
+                                                                               monkeypatch):
+    """The dynamic float32 path skips the clamps that a token's own range makes redundant; on many tokens of
+    random offsets and widths (every rounding case of Δ and z) it still equals the clamped, masked form."""
+    from quant_hooks.quantizers import outlier
+    monkeypatch.setattr(outlier, 'PPOQ_BLOCK', block)
+    gen = torch.Generator().manual_seed(bits)
+    rows = 20000
+    x = torch.rand(rows, 16, generator=gen) * torch.exp(torch.randn(rows, 1, generator=gen) * 3)
+    x = x + torch.randn(rows, 1, generator=gen) * x.amax(dim=1, keepdim=True)
+    x = x.clamp_(-1e4, 1e4)
+    x[::7, 3], x[::7, 4], x[::7, 5] = 1e6, -1e-3, 1e-3  # outliers in some tokens, whose inliers straddle 0
+    q = OutlierAwareQuantizer(bits, threshold=1e5, symmetric=symmetric)
+    with torch.no_grad():
+        masked = q._fake_quant_masked(x)
+        q._fake_quant_masked = None  # the fast path must not fall back
+        assert torch.equal(q(x), masked)
+
+
 @pytest.mark.parametrize('kind', ['ln', 'heavy'])
 def test_static_minmax_matches_reference(kind):
     alpha = 3.0
@@ -182,3 +204,17 @@ def test_beats_per_tensor_minmax_on_outlier_channels():
 def test_invalid_settings_raise(kwargs, field):
     with pytest.raises(QuantizerError, match=field):
         OutlierAwareQuantizer(4, **kwargs)
+
+
+@pytest.mark.parametrize('block', [100, 1 << 18])
+def test_row_blocks_that_need_the_masked_form_take_it_alone(block, monkeypatch):
+    """Blocks of rows are independent: a block holding a token whose inliers are all positive next to a zeroed
+    outlier takes the masked form, the others the fast one; the whole equals the masked form."""
+    from quant_hooks.quantizers import outlier
+    monkeypatch.setattr(outlier, 'PPOQ_BLOCK', block)
+    x = with_awkward_tokens(make_input('ln', shape=(3, 40, 24)), 3.0)
+    q = OutlierAwareQuantizer(4, threshold=3.0)
+    with torch.no_grad():
+        assert torch.equal(q(x), q._fake_quant_masked(x))
+        assert torch.equal(q(x.transpose(0, 1).contiguous()).transpose(0, 1), q._fake_quant_masked(x))
+        assert torch.equal(q(x[:, :, ::2]), q._fake_quant_masked(x[:, :, ::2]))  # not contiguous: one block
