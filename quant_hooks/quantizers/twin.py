@@ -9,6 +9,7 @@ from .functional import MIN_SCALE
 from .granularity import PerChannel, PerHead, PerTensor, require_granularity
 from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
 from .registry import register_quantizer
+from .step_scorer import affine_levels, build_step_scorer, release_workspace, step_scorer_applies
 
 #: PTQ4ViT's fixed bound of the negative post-GELU range (GELU's minimum is about -0.16997)
 GELU_NEG_BOUND = 0.16997
@@ -147,6 +148,7 @@ class TwinGeluQuantizer(Quantizer):
     def _reset_observer(self):
         self._search = RangeSearch(self.granularity, (), 'after_stats', self.max_samples)
         self._base = None
+        self._scorer = None
 
     @property
     def calibration_passes(self):
@@ -158,11 +160,33 @@ class TwinGeluQuantizer(Quantizer):
             # the negative range is fixed, so only the positive values' error depends on the candidate: score
             # Q_p(max(x, 0)) against max(x, 0) (the same ranking as the full error, a constant less)
             pos = scored[0].clamp_min(0)
+            scorer = self._step_scorer(pos)
+            errors = None if scorer is None else scorer.errors(pos)  # None: a value outside the calibrated range
+            if errors is not None:
+                self._search.accumulate(errors[None, :])
+                return
             errs = []
             for a in self.alphas:  # small grid; vectorized over groups and values
                 dp = self._base * a
                 errs.append(error_sum(pos, pos.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)))
             self._search.accumulate(torch.stack(errs, dim=1))
+
+    def _step_scorer(self, pos):
+        """The histogram scorer of the α grid where it applies to ``pos`` (``[1, S]``), else None."""
+        if not step_scorer_applies(pos):
+            return None
+        if self._scorer is None:
+            scale = self._base[0] * torch.tensor(self.alphas, device=self._base.device)
+            levels = affine_levels(scale, torch.zeros_like(scale), 0, self.half - 1)
+
+            def quantize(x, idx):
+                dp = scale[idx, None]
+                return x.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)
+
+            # clamp_min(0) leaves -0.0 as it is: the range starts there
+            self._scorer = build_step_scorer(quantize, levels, -0.0, float(self._search.hi[0].clamp_min(0)),
+                                             pos.numel())
+        return self._scorer or None
 
     def _end_pass(self):
         more = self._search.end_pass(self.where)
@@ -171,14 +195,19 @@ class TwinGeluQuantizer(Quantizer):
         return more
 
     def _compute_params(self):
+        if self._scorer:
+            release_workspace()
         self._best = first_argmin(self._search.scores)
         alphas = torch.tensor(self.alphas, device=self._base.device)
         self.scale_pos = self._search.reshape(self._base[:, 0] * alphas[self._best])
 
     def _search_info(self):
         picked = torch.tensor(self.alphas)[self._best.cpu()]
-        return dict(range_method='twin_gelu_alpha', alpha=float(picked) if picked.numel() == 1 else dict(
+        info = dict(range_method='twin_gelu_alpha', alpha=float(picked) if picked.numel() == 1 else dict(
             min=float(picked.min()), max=float(picked.max()), mean=float(picked.mean())), **self._search.info())
+        if self._scorer:
+            info['histogram_scored'] = self._scorer.info()
+        return info
 
     def _fq(self, x, scale_pos, scale_neg):
         scale_pos, scale_neg = scale_pos.to(x.dtype), scale_neg.to(x.dtype)

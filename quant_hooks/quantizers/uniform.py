@@ -9,6 +9,7 @@ from .functional import affine_params, fake_quant_affine, quantize_affine, unifo
 from .granularity import PerToken
 from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
 from .registry import register_quantizer
+from .step_scorer import affine_levels, build_step_scorer, release_workspace, step_scorer_applies
 
 RANGE_METHODS = ('minmax', 'percentile', 'mse')
 
@@ -31,7 +32,8 @@ class UniformQuantizer(Quantizer):
             ``mse``: OMSE / EasyQuant-style grid search of ``α·[min, max]`` for ``α`` in
             ``linspace(*alpha_range, search_steps)`` minimising the Lp error over all calibration values.
             Both searches score their candidates in a second pass over the calibration data
-            (:class:`~.range_search.RangeSearch`).
+            (:class:`~.range_search.RangeSearch`); per tensor with the L2 error, large tensors are scored for
+            every candidate at once from a histogram (:class:`~.step_scorer.StepErrorScorer`, the same sums).
         percentiles: candidates for ``percentile``.
         search_steps, alpha_range: grid for ``mse``; error_p: the error norm p.
         max_samples: ``None`` (default): every value is scored; an integer: a strided sample of at most that
@@ -72,6 +74,7 @@ class UniformQuantizer(Quantizer):
         self._search = RangeSearch(self.granularity, levels, 'after_stats' if scored else 'none', self.max_samples,
                                    self.quantile_mode)
         self._cand_lo = self._cand_hi = None
+        self._scorer = None
 
     @property
     def calibration_passes(self):
@@ -104,8 +107,26 @@ class UniformQuantizer(Quantizer):
             return s.lo[:, None] * a, s.hi[:, None] * a
         return s.lo[:, None], s.hi[:, None]
 
+    def _step_scorer(self, xs, weight):
+        """The histogram scorer of the current candidates where it applies to ``xs``, else None."""
+        if not step_scorer_applies(xs, weight, self.error_p):
+            return None
+        if self._scorer is None:
+            scale, zp = affine_params(self._cand_lo[0], self._cand_hi[0], self.bits, self.symmetric)
+
+            def quantize(x, idx):
+                return fake_quant_affine(x, scale[idx, None], zp[idx, None], self.qmin, self.qmax)
+
+            self._scorer = build_step_scorer(quantize, affine_levels(scale, zp, self.qmin, self.qmax),
+                                             float(self._search.lo[0]), float(self._search.hi[0]), xs.numel())
+        return self._scorer or None
+
     def _candidate_errors(self, xs, weight):
         """``[G, C]``: the Lp error of each candidate range, summed over the values ``xs`` (``[G, S]``)."""
+        scorer = self._step_scorer(xs, weight)
+        errors = None if scorer is None else scorer.errors(xs)  # None: a value outside the calibrated range
+        if errors is not None:
+            return errors[None, :]
         errs = []
         for i in range(self._cand_lo.shape[1]):  # loop over the candidates; vectorized over groups and values
             scale, zp = affine_params(self._cand_lo[:, i], self._cand_hi[:, i], self.bits, self.symmetric)
@@ -116,6 +137,8 @@ class UniformQuantizer(Quantizer):
     def _compute_params(self):
         if not self.requires_calibration:
             return
+        if self._scorer:
+            release_workspace()
         s = self._search
         if self._cand_lo is None:
             self._cand_lo, self._cand_hi = self._candidates()
@@ -133,6 +156,8 @@ class UniformQuantizer(Quantizer):
         if not self.requires_calibration:
             return dict(range_method='dynamic')
         info = dict(range_method=self.range_method, **self._search.info())
+        if self._scorer:
+            info['histogram_scored'] = self._scorer.info()
         if self._search.scores is not None:
             choice = self._best.cpu()
             key = 'percentile' if self.range_method == 'percentile' else 'alpha'

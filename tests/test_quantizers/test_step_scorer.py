@@ -1,0 +1,121 @@
+"""The histogram scorer of per-tensor candidates gives the sums of quantizing every value with every candidate."""
+import pytest
+import torch
+
+from quant_hooks.quantizers import uniform as uniform_mod
+from quant_hooks.quantizers.functional import affine_params, fake_quant_affine, uniform_qrange
+from quant_hooks.quantizers.step_scorer import StepErrorScorer, float_key, key_float
+from quant_hooks.quantizers.uniform import UniformQuantizer
+
+from qtest_utils import calibrate
+
+
+def heavy_tailed(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=gen)
+    x[torch.randperm(n, generator=gen)[:n // 200]] *= 30.0
+    x[:5] = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 1e-30])
+    return x
+
+
+def uniform_candidates(x, bits, symmetric, alphas):
+    lo, hi = float(x.min()), float(x.max())
+    a = torch.tensor(alphas)
+    scale, zp = affine_params(lo * a, hi * a, bits, symmetric)
+    qmin, qmax = uniform_qrange(bits, symmetric)
+    levels = (torch.arange(qmin, qmax + 1, dtype=torch.float32)[None, :] - zp[:, None]) * scale[:, None]
+
+    def quantize(v, idx):
+        return fake_quant_affine(v, scale[idx, None], zp[idx, None], qmin, qmax)
+
+    return quantize, levels, lo, hi
+
+
+def reference(x, quantize, n_cand):
+    """Every value quantized by every candidate (float32, as the forward), error summed in float64."""
+    return torch.stack([((quantize(x[None], torch.tensor([c]))[0].double() - x.double())**2).sum()
+                        for c in range(n_cand)])
+
+
+def test_float_keys_order_like_the_floats_and_invert():
+    x = torch.tensor([-3e38, -2.0, -1.0, -1e-40, -0.0, 0.0, 1e-40, 1.0, 1.5, 3e38])
+    k = float_key(x)
+    assert bool((k[1:] > k[:-1]).all())
+    assert torch.equal(key_float(k.long()).view(torch.int32), x.view(torch.int32))
+
+
+@pytest.mark.parametrize('bins', [1 << 8, 1 << 20])
+@pytest.mark.parametrize('symmetric', [False, True])
+@pytest.mark.parametrize('bits', [2, 4, 8])
+def test_errors_equal_quantizing_every_value_with_every_candidate(bits, symmetric, bins):
+    x = heavy_tailed(200_000, bits)
+    alphas = torch.linspace(0.01, 1.2, 37).tolist()
+    quantize, levels, lo, hi = uniform_candidates(x, bits, symmetric, alphas)
+    scorer = StepErrorScorer(quantize, levels, lo, hi, bins=bins)
+    got = scorer.errors(x[:120_000]) + scorer.errors(x[120_000:])
+    ref = reference(x, quantize, len(alphas))
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+    assert scorer.values_seen == x.numel() and 0 < scorer.values_cut < x.numel()
+    assert scorer.info() == dict(values=x.numel(), in_cut_bins=scorer.values_cut, bins=scorer.nbins)
+    assert int(got.argmin()) == int(ref.argmin())
+
+
+def test_a_function_that_is_not_a_step_function_of_its_levels_is_refused():
+    x = heavy_tailed(1000, 0)
+    quantize, levels, lo, hi = uniform_candidates(x, 4, False, [0.5, 1.0])
+    with pytest.raises(ValueError, match='level'):
+        StepErrorScorer(quantize, levels * 1.001, lo, hi)
+    with pytest.raises(ValueError, match='increasing|level'):
+        StepErrorScorer(lambda v, idx: quantize(-v, idx), levels, lo, hi)
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+@pytest.mark.parametrize('bits', [4, 8])
+def test_omse_search_picks_the_same_alpha_with_and_without_the_histogram(bits, symmetric, monkeypatch):
+    xs = [heavy_tailed(70_000, s).reshape(70, 1000) for s in range(3)]
+    fast = calibrate(UniformQuantizer(bits, symmetric=symmetric, range_method='mse'), *xs)
+    assert fast.search_info['histogram_scored']['values'] == 3 * 70_000
+    monkeypatch.setattr(uniform_mod, 'step_scorer_applies', lambda *a, **k: False)
+    slow = calibrate(UniformQuantizer(bits, symmetric=symmetric, range_method='mse'), *xs)
+    assert 'histogram_scored' not in slow.search_info
+    assert torch.equal(fast.scale, slow.scale) and torch.equal(fast.zero_point, slow.zero_point)
+    torch.testing.assert_close(fast._search.scores, slow._search.scores, rtol=1e-5, atol=0)
+
+
+def test_values_outside_the_calibrated_range_are_scored_one_candidate_at_a_time():
+    x = heavy_tailed(100_000, 1)
+    q = UniformQuantizer(4, range_method='mse')
+    q.observing = True
+    q(x)
+    q.end_pass()
+    q(x * 1.5)  # not what the first pass saw: the histogram does not cover it
+    assert q._scorer and q._scorer.errors(x * 1.5) is None
+    assert q._scorer.values_seen == 0
+
+
+def test_twin_gelu_search_picks_the_same_alpha_with_and_without_the_histogram(monkeypatch):
+    from quant_hooks.quantizers import twin as twin_mod
+    from quant_hooks.quantizers.twin import TwinGeluQuantizer
+    xs = [torch.nn.functional.gelu(heavy_tailed(70_000, s)).reshape(70, 1000) for s in range(3)]
+    xs[0][0, :3] = torch.tensor([-0.0, 0.0, -0.1])
+    fast = calibrate(TwinGeluQuantizer(4), *xs)
+    assert fast.search_info['histogram_scored']['values'] == 3 * 70_000
+    monkeypatch.setattr(twin_mod, 'step_scorer_applies', lambda *a, **k: False)
+    slow = calibrate(TwinGeluQuantizer(4), *xs)
+    assert 'histogram_scored' not in slow.search_info
+    assert torch.equal(fast.scale_pos, slow.scale_pos)
+    torch.testing.assert_close(fast._search.scores, slow._search.scores, rtol=1e-5, atol=0)
+
+
+def test_the_reused_buffers_are_released_when_the_search_ends():
+    from quant_hooks.quantizers import step_scorer
+    q = UniformQuantizer(4, range_method='mse')
+    q.observing = True
+    x = heavy_tailed(100_000, 2)
+    q(x)
+    q.end_pass()
+    q(x)
+    assert step_scorer._WORKSPACE
+    q.end_pass()
+    q.freeze()
+    assert not step_scorer._WORKSPACE
