@@ -7,7 +7,7 @@ candidate's thresholds are found exactly, on the float32 line, by bisection over
 produces (:class:`StepErrorScorer`). A tensor is then scored by a histogram of its values over fine bins of the
 order-preserving integer key of float32 (:func:`float_key`): a bin that no threshold cuts lies in one step of
 every candidate, so its count, sum and sum of squares give every candidate's error on it
-(``Σ(x - c)² = Σx² - 2c·Σx + c²·n``, in float64). The few values in bins that a threshold cuts are binned again,
+(``Σ(x - c)² = Σx² - 2c·Σx + c²·n``, in float64; ``Σx²`` over all steps is the same for every candidate). The few values in bins that a threshold cuts are binned again,
 by binary search, into the cells between consecutive thresholds of all candidates, where the same holds. The
 result is the sum of quantizing every value with every candidate (up to float64 rounding of the sums), in a
 handful of passes over the tensor instead of about five per candidate.
@@ -20,6 +20,8 @@ import torch
 
 #: tensors with fewer values are scored candidate by candidate (the histogram does not pay off)
 STEP_SCORER_MIN_VALUES = 1 << 16
+#: fewer candidates are scored one by one (a few passes each cost less than the histogram)
+STEP_SCORER_MIN_CANDIDATES = 8
 #: at most this many histogram bins (the key range of the calibration values is split into powers of two)
 STEP_SCORER_BINS = 1 << 20
 #: values per block of :meth:`StepErrorScorer.errors`
@@ -48,10 +50,11 @@ def build_step_scorer(quantize, levels: torch.Tensor, lo: float, hi: float, nume
         return False
 
 
-def step_scorer_applies(xs: torch.Tensor, weight=None, error_p: float = 2.0) -> bool:
-    """Whether ``[G, S]`` values are scored by a histogram: one group, L2, no weight, float32, large."""
+def step_scorer_applies(xs: torch.Tensor, n_candidates: int, weight=None, error_p: float = 2.0) -> bool:
+    """Whether ``[G, S]`` values are scored by a histogram: one group, L2, no weight, float32, large, and enough
+    candidates for the histogram to pay off."""
     return (weight is None and error_p == 2.0 and xs.shape[0] == 1 and xs.dtype == torch.float32
-            and xs.shape[1] >= STEP_SCORER_MIN_VALUES)
+            and xs.shape[1] >= STEP_SCORER_MIN_VALUES and n_candidates >= STEP_SCORER_MIN_CANDIDATES)
 
 
 _WORKSPACE: dict = {}
@@ -134,7 +137,9 @@ class StepErrorScorer:
                                      torch.searchsorted(self.all_thr, thr, right=True),
                                      torch.full((n_cand, 1), len(self.all_thr) + 1, dtype=torch.long)], dim=1)
         c = self.levels.double()
-        self.coeffs = torch.stack([c.square(), -2 * c, torch.ones_like(c)])  # [3, C, L]: Σ(x - c)² from n, Σx, Σx²
+        # Σ(x - c)² over a step = Σx² - 2c·Σx + c²·n; Σx² summed over the steps is every value's, whatever the
+        # candidate, so only n and Σx are binned
+        self.coeffs = torch.stack([c.square(), -2 * c])  # [2, C, L]
         self.values_seen = 0
         self.values_cut = 0
 
@@ -182,40 +187,39 @@ class StepErrorScorer:
             return None
         # block by block through reused buffers: fresh tensors of the input's size cost more in page faults than
         # the arithmetic
-        sums = _workspace('sums', 3 * self.nbins, torch.float64).view(3, self.nbins).zero_()
+        sums = _workspace('sums', 2 * self.nbins, torch.float64).view(2, self.nbins).zero_()
+        total_sq = torch.zeros((), dtype=torch.float64)
         m = min(flat.numel(), SCORE_BLOCK)
         key, index = _workspace('key', m, torch.int32), _workspace('index', m, torch.long)
         xd, mask = _workspace('xd', m, torch.float64), _workspace('mask', m, torch.uint8)
         ones = _workspace('ones', m, torch.float64, fill=1.0)
-        cut_keys = []
+        cut_values = []
         for start in range(0, flat.numel(), SCORE_BLOCK):
             xb = flat[start:start + SCORE_BLOCK]
             n = xb.numel()
             k, idx, d = key[:n], index[:n], xd[:n]
             bits = xb.view(torch.int32)
             torch.bitwise_right_shift(bits, 31, out=k).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)  # float_key
-            idx.copy_(k).bitwise_right_shift_(self.shift).sub_(self.base)
+            idx.copy_(k.bitwise_right_shift_(self.shift).sub_(self.base))  # the bin (int32 work, int64 index)
             d.copy_(xb)
             sums[0].scatter_add_(0, idx, ones[:n])  # (scatter_add_ beats index_add_ and bincount here)
             sums[1].scatter_add_(0, idx, d)
-            sums[2].scatter_add_(0, idx, d.square_())
+            total_sq += torch.dot(d, d)
             if len(self.cut_bins):
-                cut = torch.index_select(self.cut, 0, idx, out=mask[:n]).view(torch.bool)
-                cut_keys.append(k.masked_select(cut))
+                cut_values.append(xb.masked_select(torch.index_select(self.cut, 0, idx, out=mask[:n]).view(torch.bool)))
         self.values_seen += flat.numel()
         per_step = self._per_step(sums, self.edges, cut_bins=self.cut_bins)
-        if cut_keys:
+        if cut_values:
             # cut bins count as empty above; their values are binned by the cells between all thresholds
-            ck = torch.cat(cut_keys)
-            cv = key_float(ck).double()
-            ck = ck.long()
+            cv = torch.cat(cut_values)
+            ck = float_key(cv).long()
+            cv = cv.double()
             self.values_cut += ck.numel()
             cells = torch.searchsorted(self.all_thr, ck, right=True)
             cell_sums = torch.stack([torch.bincount(cells, minlength=len(self.all_thr) + 1).double(),
-                                     torch.bincount(cells, weights=cv, minlength=len(self.all_thr) + 1),
-                                     torch.bincount(cells, weights=cv.square_(), minlength=len(self.all_thr) + 1)])
+                                     torch.bincount(cells, weights=cv, minlength=len(self.all_thr) + 1)])
             per_step += self._per_step(cell_sums, self.cell_edges)
-        return (self.coeffs * per_step).sum((0, 2))
+        return (self.coeffs * per_step).sum((0, 2)).add_(total_sq)
 
     def info(self) -> dict:
         """What the histogram scored: values, and those in cut bins (binned by binary search)."""
@@ -223,7 +227,7 @@ class StepErrorScorer:
 
     @staticmethod
     def _per_step(sums: torch.Tensor, edges: torch.Tensor, cut_bins: torch.Tensor | None = None) -> torch.Tensor:
-        """``[3, C, L]``: count, Σx and Σx² of each candidate's steps, from ``[3, B]`` sums over B ordered bins
+        """``[K, C, L]``: count and Σx of each candidate's steps, from ``[K, B]`` sums over B ordered bins
         and each step's bin range ``[edges[c, l], edges[c, l + 1])``."""
         if cut_bins is not None and len(cut_bins):
             sums.index_fill_(1, cut_bins, 0.0)

@@ -173,7 +173,7 @@ class TwinGeluQuantizer(Quantizer):
 
     def _step_scorer(self, pos):
         """The histogram scorer of the α grid where it applies to ``pos`` (``[1, S]``), else None."""
-        if not step_scorer_applies(pos):
+        if not step_scorer_applies(pos, len(self.alphas)):
             return None
         if self._scorer is None:
             scale = self._base[0] * torch.tensor(self.alphas, device=self._base.device)

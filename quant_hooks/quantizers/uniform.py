@@ -109,7 +109,7 @@ class UniformQuantizer(Quantizer):
 
     def _step_scorer(self, xs, weight):
         """The histogram scorer of the current candidates where it applies to ``xs``, else None."""
-        if not step_scorer_applies(xs, weight, self.error_p):
+        if not step_scorer_applies(xs, self._cand_lo.shape[1], weight, self.error_p):
             return None
         if self._scorer is None:
             scale, zp = affine_params(self._cand_lo[0], self._cand_hi[0], self.bits, self.symmetric)
