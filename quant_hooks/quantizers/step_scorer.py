@@ -41,11 +41,11 @@ def affine_levels(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax
     return (codes[None, :] - zero_point.float()[:, None]) * scale.float()[:, None]
 
 
-def build_step_scorer(quantize, levels: torch.Tensor, lo: float, hi: float, numel: int):
+def build_step_scorer(quantize, levels: torch.Tensor, lo: float, hi: float, numel: int, codes=None):
     """A :class:`StepErrorScorer` for tensors of ``numel`` values, or False where the candidates are not step
     functions of these levels (the caller then scores candidate by candidate)."""
     try:
-        return StepErrorScorer(quantize, levels, lo, hi, bins=step_scorer_bins(numel))
+        return StepErrorScorer(quantize, levels, lo, hi, bins=step_scorer_bins(numel), codes=codes)
     except ValueError:
         return False
 
@@ -95,8 +95,12 @@ class StepErrorScorer:
 
     Args:
         quantize: ``quantize(x, idx)`` fake-quantizes the float32 ``[K, M]`` tensor ``x``, row ``i`` with candidate
-            ``idx[i]``; for every candidate a non-decreasing function of ``x`` whose outputs are ``levels``.
-        levels: ``[C, L]`` float32, each candidate's possible outputs in increasing order.
+            ``idx[i]``; for every candidate a non-decreasing function of ``x`` whose outputs are ``levels``
+            (unless ``codes`` is given).
+        levels: ``[C, L]`` float32, each candidate's possible outputs in increasing order, or, with ``codes``,
+            the output of each code.
+        codes: optional ``codes(x, idx)``: the step index in ``[0, L)`` of each value, non-decreasing in ``x``,
+            for quantizers whose output is not monotone (PTQ4ViT's twin ranges) but a function of the code.
         lo, hi: every scored value lies in ``[lo, hi]`` (the calibration minimum and maximum).
         bins: the most histogram bins.
 
@@ -106,8 +110,9 @@ class StepErrorScorer:
     """
 
     def __init__(self, quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], levels: torch.Tensor,
-                 lo: float, hi: float, bins: int = STEP_SCORER_BINS):
+                 lo: float, hi: float, bins: int = STEP_SCORER_BINS, codes=None):
         self.quantize = quantize
+        self.codes = codes
         self.levels = levels.float()
         self.klo, self.khi = _key_of(lo), _key_of(hi)
         if not self.klo <= self.khi:
@@ -149,14 +154,18 @@ class StepErrorScorer:
         return self.quantize(key_float(keys), self.cands)
 
     def _thresholds(self) -> torch.Tensor:
-        """``[C, L - 1]`` int64: the smallest key in ``[klo, khi]`` whose output reaches level ``l`` (``khi + 1``
-        when none does), by bisection over the float32 line."""
+        """``[C, L - 1]`` int64: the smallest key in ``[klo, khi]`` whose output reaches level ``l`` (or whose
+        code reaches ``l``; ``khi + 1`` when none does), by bisection over the float32 line."""
         target = self.levels[:, 1:]
+        if self.codes is not None:
+            target = torch.arange(1, self.levels.shape[1], dtype=torch.float32).expand_as(target)
         a = torch.full(target.shape, self.klo, dtype=torch.long)
         b = torch.full(target.shape, self.khi + 1, dtype=torch.long)
         while bool((a < b).any()):
             mid = torch.div(a + b, 2, rounding_mode='floor')
-            reached = self._eval(torch.minimum(mid, torch.tensor(self.khi))) >= target
+            keys = torch.minimum(mid, torch.tensor(self.khi))
+            at = self._eval(keys) if self.codes is None else self.codes(key_float(keys), self.cands)
+            reached = at >= target
             open_ = a < b
             b = torch.where(open_ & reached, mid, b)
             a = torch.where(open_ & ~reached, mid + 1, a)

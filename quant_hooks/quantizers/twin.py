@@ -60,26 +60,58 @@ class TwinSoftmaxQuantizer(Quantizer):
 
     def _reset_observer(self):
         self._search = RangeSearch(self.granularity, (), 'with_stats', self.max_samples)
+        self._scorer = None
 
     def _observe(self, x):
         scored = self._search.observe(x, self.where)
         if scored is not None:
             xs, _ = scored
+            scorer = self._step_scorer(xs)
+            errors = None if scorer is None else scorer.errors(xs)  # None: a value outside [0, 1]
+            if errors is not None:
+                self._search.accumulate(errors[None, :])
+                return
             self._search.accumulate(torch.stack([error_sum(xs, self._fq(xs, torch.tensor(2.0**-i)))
                                                  for i in self.split_exponents], dim=1))
+
+    def _step_scorer(self, xs):
+        """The histogram scorer of the split candidates where it applies to ``xs`` (``[1, S]`` probabilities in
+        [0, 1]), else None. The output drops at the split, so the steps are told by their codes (:meth:`quantize`
+        codes: R1 below R2)."""
+        if not step_scorer_applies(xs, len(self.split_exponents)):
+            return None
+        if self._scorer is None:
+            splits = torch.tensor([2.0**-i for i in self.split_exponents])
+            d1 = (splits / self.half_max).clamp_min(MIN_SCALE)
+            k = torch.arange(self.half_max + 1, dtype=torch.float32)
+            levels = torch.cat([k[None, :] * d1[:, None], (k * (1.0 / self.half_max)).expand(len(splits), -1)], 1)
+
+            def quantize(x, idx):
+                return self._fq(x, splits[idx, None])
+
+            def codes(x, idx):
+                return self._codes(x, splits[idx, None])
+
+            self._scorer = build_step_scorer(quantize, levels, 0.0, 1.0, xs.numel(), codes=codes)
+        return self._scorer or None
 
     def _end_pass(self):
         return self._search.end_pass(self.where)
 
     def _compute_params(self):
+        if self._scorer:
+            release_workspace()
         splits = torch.tensor([2.0**-i for i in self.split_exponents], device=self._search.scores.device)
         self._best = first_argmin(self._search.scores)
         self.split = self._search.reshape(splits[self._best])
 
     def _search_info(self):
         exps = torch.tensor(self.split_exponents)[self._best.cpu()]
-        return dict(range_method='twin_split', split_exponent=exps.tolist() if exps.numel() > 1 else int(exps),
+        info = dict(range_method='twin_split', split_exponent=exps.tolist() if exps.numel() > 1 else int(exps),
                     **self._search.info())
+        if self._scorer:
+            info['histogram_scored'] = self._scorer.info()
+        return info
 
     def set_split(self, split: torch.Tensor) -> None:
         """Set the split point(s) (e.g. from an external search) and mark the quantizer calibrated."""
@@ -98,7 +130,10 @@ class TwinSoftmaxQuantizer(Quantizer):
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """Codes in ``[0, 2^b - 1]``: R1 codes below ``2^(b-1)``, R2 codes from ``2^(b-1)`` up."""
-        split = self.split.to(x.dtype)
+        return self._codes(x, self.split)
+
+    def _codes(self, x, split):
+        split = split.to(x.dtype)
         d1 = (split / self.half_max).clamp_min(MIN_SCALE)
         low = torch.clamp(torch.round(x / d1), 0, self.half_max)
         d2 = torch.full_like(split, 1.0 / self.half_max)
