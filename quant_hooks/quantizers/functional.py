@@ -62,7 +62,7 @@ def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) ->
 
 
 #: rows longer than this are pre-filtered by a threshold from a strided subsample before ``topk``
-LARGE_ROW = 1 << 22
+LARGE_ROW = 1 << 16
 
 
 def group_tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
@@ -76,7 +76,7 @@ def group_tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
     g, n = xg.shape
     if g == 1 and n > LARGE_ROW and k < n // 16:
         row = xg[0]
-        sub = strided_columns(xg, 1 << 18)[0]
+        sub = strided_columns(xg, min(1 << 18, max(1 << 10, n // 16)))[0]
         m = sub.numel()
         k_sub = min(m, int(k * m / n * 1.5) + 64)
         thr = torch.topk(sub, k_sub, largest=largest, sorted=True).values[-1]

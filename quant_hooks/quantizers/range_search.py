@@ -127,9 +127,13 @@ class TailQuantiles:
         fill = -math.inf if largest else math.inf
         if dropped is None:
             dropped = torch.full((xg.shape[0], ), fill, dtype=xg.dtype, device=xg.device)
-        cat = xg if buf is None else torch.cat([buf, xg], dim=1)
         if k <= 0:
-            return cat[:, :0], dropped
+            return xg[:, :0], dropped
+        if buf is not None and xg.shape[1] > k + 1:
+            # the top k + 1 of the union are among the buffer and the top k + 1 of the new values (a pre-filtered
+            # topk of one long row, see group_tail), so the long tensor is never concatenated
+            xg = group_tail(xg, k + 1, largest)
+        cat = xg if buf is None else torch.cat([buf, xg], dim=1)
         if cat.shape[1] <= k:
             return cat.sort(dim=1, descending=largest).values, dropped
         vals = group_tail(cat, k + 1, largest)

@@ -90,6 +90,53 @@ def _key_of(value: float) -> int:
     return int(float_key(torch.tensor([value], dtype=torch.float32))[0])
 
 
+def _lead(t: torch.Tensor, shape) -> torch.Tensor:
+    """int64 ``t`` (per leading axis, or a scalar) broadcast to ``shape``."""
+    t = t.long()
+    return t.reshape(t.shape + (1, ) * (len(shape) - t.dim())).expand(shape)
+
+
+def step_thresholds(reached, levels: torch.Tensor, klo: torch.Tensor, khi: torch.Tensor) -> torch.Tensor:
+    """``[..., L - 1]`` int64 keys: for each step above the lowest, the smallest key in ``[klo, khi]`` where
+    ``reached(keys)`` (a monotone predicate on ``[..., L - 1]`` keys) holds, ``khi + 1`` where it never does.
+
+    The search starts in a few ulps around the midpoint of the two levels (where round to nearest switches) and
+    falls back to the whole ``[klo, khi]`` where that bracket does not hold the switch; then it bisects on the
+    float32 line. ``klo`` / ``khi`` broadcast against the leading axes.
+    """
+    shape = levels[..., 1:].shape
+    klo, top = _lead(klo, shape), _lead(khi, shape) + 1
+    mid = (levels[..., 1:].double() + levels[..., :-1].double()) / 2
+    guess = float_key(mid.float().contiguous()).long()
+    a = torch.maximum(torch.minimum(guess - 8, top), klo)
+    b = torch.maximum(torch.minimum(guess + 8, top), klo)
+    ok = ((a == klo) | ~reached(torch.maximum(a - 1, klo).clamp_max(top - 1))) \
+        & ((b == top) | reached(b.clamp_max(top - 1)))
+    a, b = torch.where(ok, a, klo), torch.where(ok, b, top)
+    while bool((a < b).any()):
+        m = torch.div(a + b, 2, rounding_mode='floor')
+        hit = reached(torch.minimum(m, top - 1))
+        open_ = a < b
+        b = torch.where(open_ & hit, m, b)
+        a = torch.where(open_ & ~hit, m + 1, a)
+    return a
+
+
+def check_steps(evaluate, levels: torch.Tensor, thr: torch.Tensor, klo: torch.Tensor, khi: torch.Tensor) -> None:
+    """Raise ValueError unless ``evaluate(keys)`` gives each step's level at both of its ends (with monotone codes:
+    everywhere inside) and the thresholds ``thr`` (``[..., L - 1]``) do not decrease."""
+    if bool((thr[..., 1:] < thr[..., :-1]).any()):
+        raise ValueError('thresholds are not increasing: not a non-decreasing step function')
+    lo, hi = _lead(klo, thr[..., :1].shape), _lead(khi, thr[..., :1].shape)
+    starts = torch.cat([lo, torch.maximum(thr, lo)], dim=-1)
+    ends = torch.minimum(torch.cat([thr - 1, hi], dim=-1), hi)
+    used = starts <= ends
+    for keys in (starts, ends):
+        out = evaluate(torch.minimum(torch.maximum(keys, lo), hi))
+        if not bool(torch.where(used, out == levels, torch.ones_like(used)).all()):
+            raise ValueError('a step does not output its level: not a step function with these levels')
+
+
 class StepErrorScorer:
     """Sum of ``(x - q_c(x))²`` over streamed float32 values, for every candidate ``c`` at once.
 
@@ -155,34 +202,21 @@ class StepErrorScorer:
 
     def _thresholds(self) -> torch.Tensor:
         """``[C, L - 1]`` int64: the smallest key in ``[klo, khi]`` whose output reaches level ``l`` (or whose
-        code reaches ``l``; ``khi + 1`` when none does), by bisection over the float32 line."""
-        target = self.levels[:, 1:]
-        if self.codes is not None:
-            target = torch.arange(1, self.levels.shape[1], dtype=torch.float32).expand_as(target)
-        a = torch.full(target.shape, self.klo, dtype=torch.long)
-        b = torch.full(target.shape, self.khi + 1, dtype=torch.long)
-        while bool((a < b).any()):
-            mid = torch.div(a + b, 2, rounding_mode='floor')
-            keys = torch.minimum(mid, torch.tensor(self.khi))
-            at = self._eval(keys) if self.codes is None else self.codes(key_float(keys), self.cands)
-            reached = at >= target
-            open_ = a < b
-            b = torch.where(open_ & reached, mid, b)
-            a = torch.where(open_ & ~reached, mid + 1, a)
-        return a
+        code reaches ``l``; ``khi + 1`` when none does)."""
+        if self.codes is None:
+            target = self.levels[:, 1:]
+
+            def reached(keys):
+                return self._eval(keys) >= target
+        else:
+            target = torch.arange(1, self.levels.shape[1], dtype=torch.float32)
+
+            def reached(keys):
+                return self.codes(key_float(keys), self.cands) >= target
+        return step_thresholds(reached, self.levels, torch.tensor(self.klo), torch.tensor(self.khi))
 
     def _check_steps(self, thr: torch.Tensor) -> None:
-        """Each step's output must be its level at both ends (with monotonicity: everywhere inside)."""
-        if bool((thr[:, 1:] < thr[:, :-1]).any()):
-            raise ValueError('thresholds are not increasing: not a non-decreasing step function')
-        n_cand, n_lev = self.levels.shape
-        starts = torch.cat([torch.full((n_cand, 1), self.klo, dtype=torch.long), thr.clamp_min(self.klo)], dim=1)
-        ends = torch.cat([thr - 1, torch.full((n_cand, 1), self.khi, dtype=torch.long)], dim=1).clamp_max(self.khi)
-        used = starts <= ends
-        for keys in (starts, ends):
-            out = self._eval(keys.clamp(self.klo, self.khi))
-            if not bool(torch.where(used, out == self.levels, torch.ones_like(used)).all()):
-                raise ValueError('a step does not output its level: not a step function with these levels')
+        check_steps(self._eval, self.levels, thr, torch.tensor(self.klo), torch.tensor(self.khi))
 
     # -- scoring ------------------------------------------------------------------------------------------
     def errors(self, x: torch.Tensor) -> torch.Tensor | None:
