@@ -50,6 +50,7 @@ class Quantizer(nn.Module):
         self.site = ''
         self.register_buffer('calibrated_', torch.tensor(False))
         self.num_observed = 0
+        self._observed_range = None
         #: bumped whenever parameters change, so owners can cache derived tensors (quantized weights)
         self.version = 0
         #: what the calibration search did (set by ``freeze``), see :meth:`describe`
@@ -83,7 +84,7 @@ class Quantizer(nn.Module):
 
     def observe(self, x: torch.Tensor) -> None:
         """Record statistics of ``x`` (what ``forward`` does while ``observing``); NaN / inf are refused."""
-        check_finite(x, self.where)
+        self._observed_range = check_finite(x, self.where)  # (min, max): searches may reuse it
         with torch.no_grad():
             self._observe(x.detach())
         self.num_observed += 1

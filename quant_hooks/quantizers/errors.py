@@ -40,13 +40,14 @@ def check_percentiles(percentiles) -> tuple[float, ...]:
     return values
 
 
-def check_finite(x: torch.Tensor, where: str) -> None:
-    """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or inf (one reduction: min and max propagate both)."""
+def check_finite(x: torch.Tensor, where: str) -> tuple[float, float] | None:
+    """Raise :class:`NonFiniteInputError` if ``x`` holds NaN or inf (one reduction: min and max propagate both);
+    returns ``(min, max)`` of ``x`` (None for an empty or non-float tensor)."""
     if not x.is_floating_point() or x.numel() == 0:
-        return
+        return None
     lo, hi = torch.aminmax(x.detach())
     if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
-        return
+        return float(lo), float(hi)
     n_nan = int(torch.isnan(x).sum())
     n_inf = int(torch.isinf(x).sum())
     raise NonFiniteInputError(

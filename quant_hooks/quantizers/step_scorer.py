@@ -219,14 +219,15 @@ class StepErrorScorer:
         check_steps(self._eval, self.levels, thr, torch.tensor(self.klo), torch.tensor(self.khi))
 
     # -- scoring ------------------------------------------------------------------------------------------
-    def errors(self, x: torch.Tensor) -> torch.Tensor | None:
+    def errors(self, x: torch.Tensor, value_range: tuple[float, float] | None = None) -> torch.Tensor | None:
         """``[C]`` float64: every candidate's sum of squared errors over the float32 values ``x`` (any shape);
-        None when a value lies outside ``[lo, hi]``."""
+        None when a value lies outside ``[lo, hi]``. ``value_range``: bounds of ``x`` already known (min, max of
+        a tensor ``x`` was taken from), else computed."""
         flat = x.detach().reshape(-1)
         if not flat.numel():
             return torch.zeros(self.levels.shape[0], dtype=torch.float64)
-        lo, hi = torch.aminmax(flat)
-        if _key_of(float(lo)) < self.klo or _key_of(float(hi)) > self.khi:
+        lo, hi = value_range if value_range is not None else (float(v) for v in torch.aminmax(flat))
+        if _key_of(lo) < self.klo or _key_of(hi) > self.khi:
             return None
         # block by block through reused buffers: fresh tensors of the input's size cost more in page faults than
         # the arithmetic

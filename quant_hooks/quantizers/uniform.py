@@ -124,7 +124,8 @@ class UniformQuantizer(Quantizer):
     def _candidate_errors(self, xs, weight):
         """``[G, C]``: the Lp error of each candidate range, summed over the values ``xs`` (``[G, S]``)."""
         scorer = self._step_scorer(xs, weight)
-        errors = None if scorer is None else scorer.errors(xs)  # None: a value outside the calibrated range
+        # None: a value outside the calibrated range (xs is x or a sample of it: x's range bounds it)
+        errors = None if scorer is None else scorer.errors(xs, self._observed_range)
         if errors is not None:
             return errors[None, :]
         errs = []
