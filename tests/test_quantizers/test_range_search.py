@@ -170,10 +170,10 @@ def test_memory_of_one_site_on_64_inputs_of_197x3072_stays_bounded():
             break
     q.freeze()
     total = n_inputs * shape[0] * shape[1]
-    # two sides of 2·(1 - 0.999)·N + 17 values, plus min, max, count and 3 candidate errors
+    # two sides of TAIL_SLACK·(1 - 0.999)·N + ~25 values, plus min, max, count and 3 candidate errors
     bound = 2 * (math.ceil(TAIL_SLACK * (0.001 * total + 2)) + 16) + 6
     assert peak <= bound, (peak, bound)
-    assert peak < 0.005 * total
+    assert peak < 0.009 * total  # 4·0.1 % per side
     print(f'\n{cfg}: retained at most {peak} values ({4 * peak / 2**20:.2f} MiB float32) for {total} observed; '
           f'bound {bound}')
 
