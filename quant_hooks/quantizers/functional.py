@@ -51,9 +51,14 @@ def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Te
 
 def dequant_rounded_(t: torch.Tensor, scale, zero_point, qmin, qmax) -> torch.Tensor:
     """``(clamp(round(t) + z, qmin, qmax) - z) · Δ`` in place on ``t = x / Δ`` (no autograd), i.e. the rest of
-    :func:`fake_quant_affine` (``zero_point`` a tensor). Two one-sided clamps: a two-sided clamp with tensor bounds
-    takes a much slower kernel on CPU."""
-    return t.round_().clamp_(min=qmin - zero_point).clamp_(max=qmax - zero_point).mul_(scale)
+    :func:`fake_quant_affine` (``zero_point`` a tensor)."""
+    return shifted_codes_(t, zero_point, qmin, qmax).mul_(scale)
+
+
+def shifted_codes_(t: torch.Tensor, zero_point, qmin, qmax) -> torch.Tensor:
+    """``clamp(round(t) + z, qmin, qmax) - z`` in place on ``t = x / Δ`` (no autograd). Two one-sided clamps: a
+    two-sided clamp with tensor bounds takes a much slower kernel on CPU."""
+    return t.round_().clamp_(min=qmin - zero_point).clamp_(max=qmax - zero_point)
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:

@@ -249,14 +249,13 @@ class HybridQuantizer(Quantizer):
                         levels, self._search.lo, self._search.hi)
                 except ValueError:
                     self._sorter = False
-                self._levels = levels.double()
         if not self._sorter:
             return None
         got = self._sorter.sums(xs)
         if got is None:
             return None
         n, s1, s2 = got
-        c = self._levels
+        c = self._sorter.levels.double()
         xq_x, xq_sq = (c * s1).sum(-1), (c.square() * n).sum(-1)  # [C, K·A]
         sums = torch.stack([s2[:, None] - 2 * xq_x + xq_sq, xq_x, xq_sq], dim=-1)
         return sums.reshape(xs.shape[0], len(self._params), -1, 3), s2

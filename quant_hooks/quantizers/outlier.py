@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice, check_percentiles
-from .functional import affine_params, fake_quant_affine, quantize_affine, uniform_qrange
+from .functional import affine_params, fake_quant_affine, quantize_affine, shifted_codes_, uniform_qrange
 from .granularity import PerToken, require_granularity
 from .range_search import RangeSearch, error_sum, first_argmin
 from .registry import register_quantizer
@@ -232,8 +232,7 @@ class OutlierAwareQuantizer(Quantizer):
         scale, zp = self.params_for(x)
         if bool(((zp < self.qmin) | (zp > self.qmax)).any()):
             return self._fake_quant_masked(x)
-        t = x_in.div_(scale).round_().clamp_(min=self.qmin - zp).clamp_(max=self.qmax - zp)
-        return x_out.addcmul_(t, scale)
+        return x_out.addcmul_(shifted_codes_(x_in.div_(scale), zp, self.qmin, self.qmax), scale)
 
     def _fake_quant_dynamic_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """The dynamic form of ``[R, C]`` rows, a block of rows at a time (about :data:`PPOQ_BLOCK` values) with
@@ -256,10 +255,10 @@ class OutlierAwareQuantizer(Quantizer):
         if not self.symmetric and bool((((lo == 0) & (hi > 0)) | ((hi == 0) & (lo < 0))).any()):
             return out.copy_(self._fake_quant_masked(x))
         scale, zp = self._row_params(lo, hi, x.dtype)
-        t = x_in.div_(scale).round_()
         if x.dtype != torch.float32:
-            t.clamp_(min=self.qmin - zp).clamp_(max=self.qmax - zp)
-        elif not self.symmetric:
+            return x_out.addcmul_(shifted_codes_(x_in.div_(scale), zp, self.qmin, self.qmax), scale)
+        t = x_in.div_(scale).round_()
+        if not self.symmetric:
             # lo <= x gives round(x/Δ) >= round(lo/Δ) = -z: no code falls below 0; float rounding of Δ can lift
             # the top one past 2^b - 1. Symmetric: |x/Δ| <= (2^(b-1) - 1)(1 + 2^-23), always in range.
             t.clamp_(max=self.qmax - zp)

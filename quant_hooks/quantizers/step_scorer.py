@@ -74,10 +74,11 @@ def release_workspace() -> None:
     _WORKSPACE.clear()
 
 
-def float_key(x: torch.Tensor) -> torch.Tensor:
-    """int32 keys of float32 values whose order is the order of the values (``-0.0`` just below ``+0.0``)."""
+def float_key(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """int32 keys of float32 values whose order is the order of the values (``-0.0`` just below ``+0.0``);
+    ``out``: an int32 tensor of ``x``'s shape to write them to."""
     bits = x.contiguous().view(torch.int32)
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return torch.bitwise_right_shift(bits, 31, out=out).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)
 
 
 def key_float(key: torch.Tensor) -> torch.Tensor:
@@ -242,8 +243,7 @@ class StepErrorScorer:
             xb = flat[start:start + SCORE_BLOCK]
             n = xb.numel()
             k, idx, d = key[:n], index[:n], xd[:n]
-            bits = xb.view(torch.int32)
-            torch.bitwise_right_shift(bits, 31, out=k).bitwise_and_(0x7FFFFFFF).bitwise_xor_(bits)  # float_key
+            float_key(xb, out=k)
             idx.copy_(k.bitwise_right_shift_(self.shift).sub_(self.base))  # the bin (int32 work, int64 index)
             d.copy_(xb)
             sums[0].scatter_add_(0, idx, ones[:n])  # (scatter_add_ beats index_add_ and bincount here)

@@ -203,7 +203,7 @@ class TwinGeluQuantizer(Quantizer):
             errs = []
             for a in self.alphas:  # small grid; vectorized over groups and values
                 dp = self._base * a
-                errs.append(error_sum(pos, pos.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)))
+                errs.append(error_sum(pos, self._fq_pos(pos, dp)))
             self._search.accumulate(torch.stack(errs, dim=1))
 
     def _step_scorer(self, pos):
@@ -215,8 +215,7 @@ class TwinGeluQuantizer(Quantizer):
             levels = affine_levels(scale, torch.zeros_like(scale), 0, self.half - 1)
 
             def quantize(x, idx):
-                dp = scale[idx, None]
-                return x.div(dp).round_().clamp_(0, self.half - 1).mul_(dp)
+                return self._fq_pos(x, scale[idx, None])
 
             # clamp_min(0) leaves -0.0 as it is: the range starts there
             self._scorer = build_step_scorer(quantize, levels, -0.0, float(self._search.hi[0].clamp_min(0)),
@@ -252,8 +251,13 @@ class TwinGeluQuantizer(Quantizer):
             return _fake_quant_twin(x, torch.where(x < 0, scale_neg, scale_pos), -self.half, self.half - 1)
         # the same values without a boolean select: Q_p(max(x, 0)) + Q_n(min(x, 0)), each part being exactly 0
         # where the other range applies
-        pos = x.clamp_min(0).div_(scale_pos).round_().clamp_(0, self.half - 1).mul_(scale_pos)
+        pos = self._fq_pos(x.clamp_min(0), scale_pos, inplace=True)
         return pos.add_(x.clamp_max(0).div_(scale_neg).round_().clamp_(-self.half, 0).mul_(scale_neg))
+
+    def _fq_pos(self, x, scale_pos, inplace: bool = False):
+        """``clamp(round(x/Δp), 0, 2^(b-1) - 1)·Δp`` of non-negative values (``inplace``: ``x`` is a scratch)."""
+        t = x.div_(scale_pos) if inplace else x.div(scale_pos)
+        return t.round_().clamp_(0, self.half - 1).mul_(scale_pos)
 
     def fake_quant(self, x):
         return self._fq(x, self.scale_pos, self.scale_neg)
