@@ -1,9 +1,11 @@
 """The quant_test entry point as a function: build the runner, load weights, run float and quantized passes."""
 from __future__ import annotations
 
+import copy
 import os
 import os.path as osp
 import time
+import uuid
 
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for tools)
 from mmengine.runner import Runner
@@ -66,6 +68,23 @@ def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+def build_runner(cfg: Config) -> Runner:
+    """``Runner.from_cfg`` under a name of its own.
+
+    mmengine names a runner's logger, message hub, visualizer and default scope after the config file and the
+    second the runner starts, and hands out the existing instance of a name already taken. Two runs in one process
+    within a second (a suite, a regression check) would then share them: a detector run's default scope
+    (``mmdet``) would build the next classifier's pipeline. Unless the config sets ``experiment_name``, the runner
+    gets ``<config name>_<random suffix>`` (the config and its hash are unchanged).
+    """
+    if cfg.get('experiment_name'):
+        return Runner.from_cfg(cfg)
+    stem = osp.splitext(osp.basename(cfg.filename or 'config'))[0]
+    named = copy.deepcopy(cfg)
+    named.experiment_name = f'{stem}_{uuid.uuid4().hex[:8]}'
+    return Runner.from_cfg(named)
+
+
 def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool = True,
                    out: str | None = None, store: str | None = None) -> dict:
     """Evaluate the float model (optional) and the quantized model; returns the full result record.
@@ -84,7 +103,7 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     dump = _dump_metric(cfg, out) if out is not None else None  # a bad --out fails before any evaluation
     cfg_dict = cfg.to_dict()
     store = store or cfg.get('results_store', None)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     from mmengine.dist import is_main_process
     write_store = bool(store) and is_main_process()
     if write_store:

@@ -51,9 +51,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     import quant_hooks.registry  # noqa: F401  (registers the project's modules)
+    from quant_hooks.apis import build_runner
     from quant_hooks.utils.detector_weights import export_trained_weights, load_detector_weights
 
     name = osp.splitext(osp.basename(args.config))[0]
@@ -68,12 +68,12 @@ def main(argv=None) -> int:
     train_time = None
     if args.export_only:
         from quant_hooks.utils.checkpoint import load_checkpoint
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         meta = load_checkpoint(runner.model, args.export_only)
         iters = meta.get('iter')
     else:
         ensure_train_split(cfg)
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         start = time.time()
         runner.train()
         train_time = time.time() - start
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                            meta=dict(config=osp.relpath(osp.abspath(args.config), REPO), seed=cfg.randomness.seed))
 
     # evaluate the exported file as users load it: a fresh model, pretrained parts from their own files
-    test_runner = Runner.from_cfg(cfg.copy())
+    test_runner = build_runner(cfg.copy())
     load_detector_weights(test_runner.model, weights)
     metrics = test_runner.test()
     info = dict(config=osp.relpath(osp.abspath(args.config), REPO), seed=cfg.randomness.seed,

@@ -102,3 +102,22 @@ def test_bad_method_settings_fail_before_the_float_pass(tmp_path):
     with pytest.raises(QuantizerError, match='a_bits=20 is invalid'):
         run_quant_test(cfg, None)
     assert not (tmp_path / 'quant_results.json').exists()
+
+
+def test_runners_started_in_the_same_second_share_no_instances(tmp_path, monkeypatch):
+    """mmengine names a runner's logger, message hub and default scope by config name and start second; two runs
+    in one process (a suite, a regression check) must not get each other's (a detector run's ``mmdet`` scope
+    building the next classifier's pipeline)."""
+    import mmengine.runner.runner as runner_module
+    from mmengine.registry import DefaultScope
+
+    from quant_hooks.apis import build_runner
+    monkeypatch.setattr(runner_module.time, 'strftime', lambda fmt, t=None: '20260101_000000')
+    first = build_runner(toy_config(tmp_path / 'a', default_scope='mmengine',
+                                   model=dict(type='quant_hooks.ToyRegressor'), custom_hooks=[]))
+    second = build_runner(toy_config(tmp_path / 'b'))
+    assert first.experiment_name != second.experiment_name
+    assert first.message_hub is not second.message_hub
+    assert DefaultScope.get_current_instance().scope_name == 'quant_hooks'
+    named = build_runner(toy_config(tmp_path / 'c', experiment_name='mine'))
+    assert named.experiment_name == 'mine_20260101_000000'
