@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..registry import QUANT_METHODS
 from ..sites import QuantSite, Role
@@ -86,6 +85,16 @@ class NoisyQuant(PTQMethod):
         super().assign(sites)
 
     # -- calibration -------------------------------------------------------------------------------------------
+    def calibrate_activations(self, sites, run_calibration):
+        """The base recipe's calibration; the float inputs of the noisy layers on the first ``search_batches``
+        batches are kept on the way (every calibration pass sees the float model), so the noise search needs no
+        pass of its own."""
+        capture = _InputCapture(self._noisy_sites(sites), self.search_batches) if self.search else None
+        try:
+            return super().calibrate_activations(sites, run_calibration)
+        finally:
+            self._captured = capture.close() if capture is not None else None
+
     def finish(self, sites, run_calibration):
         """The base recipe's own steps after calibration, then the noise search."""
         summary = dict(self.base.finish(sites, run_calibration))
@@ -95,41 +104,39 @@ class NoisyQuant(PTQMethod):
                                      if type(q).__name__ == 'NoisyQuantizer')
         return summary
 
+    @staticmethod
+    def _noisy_sites(sites) -> list[QuantSite]:
+        return [s for s in sites
+                if s.kind in ('linear', 'conv') and type(s.module.input_quantizer).__name__ == 'NoisyQuantizer']
+
     @torch.no_grad()
     def search_noise(self, sites, run_calibration) -> dict:
-        """Capture the float inputs of every noisy layer on ``search_batches`` calibration batches, then search each
-        layer's noise. Returns per-layer results and timings."""
-        from ..quantizers import search_noise
-        noisy = [(s, s.module.input_quantizer) for s in sites
-                 if s.kind in ('linear', 'conv') and type(s.module.input_quantizer).__name__ == 'NoisyQuantizer']
-        inputs: dict[str, list[torch.Tensor]] = {s.name: [] for s, _ in noisy}
-        handles = []
-        for site, _ in noisy:
-            def grab(module, args, name=site.name):
-                if len(inputs[name]) < self.search_batches:
-                    inputs[name].append(args[0].detach().clone())
-            handles.append(site.module.register_forward_pre_hook(grab))
-        set_quant_enabled(sites, False)
-        try:
-            run_calibration()
-        finally:
-            set_quant_enabled(sites, True)
-            for h in handles:
-                h.remove()
+        """Search each noisy layer's noise on its float inputs of ``search_batches`` calibration batches (those
+        kept during calibration; captured in a pass of their own when the base recipe rewrote the model after
+        calibration, as RepQ-ViT's reparameterization does). Returns per-layer results and timings."""
+        from ..quantizers import LayerFnError, LinearOutputError, search_noise
+        noisy = self._noisy_sites(sites)
+        inputs = getattr(self, '_captured', None)
+        self._captured = None
+        if inputs is None or self.base.model_state_keys:
+            capture = _InputCapture(noisy, self.search_batches)
+            set_quant_enabled(sites, False)
+            try:
+                run_calibration()
+            finally:
+                set_quant_enabled(sites, True)
+                inputs = capture.close()
         results = {}
-        for site, q in noisy:
-            layer = site.module
+        for site in noisy:
+            layer, q = site.module, site.module.input_quantizer
             w_q = layer.quant_weight()
-            if site.kind == 'linear':
-                def fn(x, w=w_q, layer=layer):
-                    return F.linear(x, w, layer.bias)
-                targets = [F.linear(x, layer.weight, layer.bias) for x in inputs[site.name]]
-            else:
-                def fn(x, w=w_q, layer=layer):
-                    return layer._conv_forward(x, w, layer.bias)
-                targets = [layer._conv_forward(x, layer.weight, layer.bias) for x in inputs[site.name]]
             start = time.perf_counter()
-            res = search_noise(q, inputs[site.name], fn, targets, self.search_ranges, self.search_means)
+            if site.kind == 'linear':
+                error = LinearOutputError(inputs[site.name], layer.weight, w_q)
+            else:
+                error = LayerFnError(inputs[site.name], lambda x, w=w_q, layer=layer: layer._conv_forward(x, w, None),
+                                     [layer._conv_forward(x, layer.weight, None) for x in inputs[site.name]])
+            res = search_noise(q, None, error, ranges=self.search_ranges, means=self.search_means)
             res['seconds'] = round(time.perf_counter() - start, 3)
             results[site.name] = {k: (round(v, 8) if isinstance(v, float) else v) for k, v in res.items()}
             q.version += 1
@@ -139,3 +146,21 @@ class NoisyQuant(PTQMethod):
     def describe(self):
         return dict(super().describe(), base=self.base.describe(), roles=list(self.roles), seed=self.seed,
                     search=self.search, search_batches=self.search_batches)
+
+
+class _InputCapture:
+    """Keeps clones of the inputs of ``sites``' modules on their first ``limit`` calls."""
+
+    def __init__(self, sites: list[QuantSite], limit: int):
+        self.inputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in sites}
+        self.handles = []
+        for site in sites:
+            def grab(module, args, name=site.name):
+                if len(self.inputs[name]) < limit:
+                    self.inputs[name].append(args[0].detach().clone())
+            self.handles.append(site.module.register_forward_pre_hook(grab))
+
+    def close(self) -> dict[str, list[torch.Tensor]]:
+        for h in self.handles:
+            h.remove()
+        return self.inputs

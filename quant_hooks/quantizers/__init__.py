@@ -9,6 +9,7 @@ from .calibrate import calibrate, run_calibration_passes
 from .errors import EmptyCalibrationError, NonFiniteInputError, QuantizerError, check_bits
 from .granularity import Granularity, PerChannel, PerHead, PerTensor, PerToken, parse_granularity
 from .hybrid import HybridQuantizer, evaluate_candidates, resolve_zero_point_overflow, zero_point_overflow
+from .layer_error import LayerFnError, LinearOutputError, OutputError
 from .log import Log2Quantizer, LogQuantizer, LogSqrt2Quantizer
 from .noisy import NoisyQuantizer, search_noise, weight_times_noise
 from .outlier import OutlierAwareQuantizer
@@ -26,6 +27,7 @@ __all__ = [
     'get_quantizer_class', 'list_quantizers', 'register_quantizer', 'UniformQuantizer', 'LogQuantizer',
     'Log2Quantizer', 'LogSqrt2Quantizer', 'OutlierAwareQuantizer', 'ShiftLog2Quantizer', 'TwinSoftmaxQuantizer',
     'TwinGeluQuantizer', 'PowerOfTwoFactorQuantizer', 'LogIntSoftmax', 'int_exp', 'NoisyQuantizer', 'search_noise',
+    'OutputError', 'LayerFnError', 'LinearOutputError',
     'weight_times_noise', 'HybridQuantizer', 'evaluate_candidates', 'resolve_zero_point_overflow',
     'zero_point_overflow', 'AdaRoundQuantizer', 'beta_schedule'
 ]

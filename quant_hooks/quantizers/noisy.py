@@ -9,6 +9,7 @@ import torch
 from .base import Quantizer
 from .errors import QuantizerError
 from .granularity import PerChannel
+from .layer_error import LayerFnError, OutputError
 from .registry import build_quantizer, register_quantizer
 
 
@@ -228,9 +229,10 @@ def weight_times_noise(weight: torch.Tensor, noise: torch.Tensor, groups: int = 
 
 
 @torch.no_grad()
-def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torch.Tensor],
-                 layer_fn: Callable[[torch.Tensor], torch.Tensor], targets: Iterable[torch.Tensor] | None = None,
-                 ranges=None, means=None, mode: str = 'coordinate') -> dict:
+def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torch.Tensor] | None,
+                 layer_fn: Callable[[torch.Tensor], torch.Tensor] | OutputError,
+                 targets: Iterable[torch.Tensor] | None = None, ranges=None, means=None,
+                 mode: str = 'coordinate') -> dict:
     """Choose the noise range and mean of a calibrated :class:`NoisyQuantizer` that minimise the layer-output MSE.
 
     The output for a candidate is ``layer_fn(Q(x + N) - N)`` (what the layer computes with the bias folded);
@@ -239,9 +241,11 @@ def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torc
 
     Args:
         quantizer: a calibrated noisy quantizer; its noise is set to the best candidate.
-        inputs: calibration inputs of the layer (one tensor or several).
-        layer_fn: the layer as a function of its input (e.g. ``lambda x: F.linear(x, w_q, b)``).
-        targets: reference outputs, one per input.
+        inputs: calibration inputs of the layer (one tensor or several); ``None`` with an :class:`OutputError`.
+        layer_fn: the layer as a function of its input (e.g. ``lambda x: F.linear(x, w_q, b)``), or an
+            :class:`~quant_hooks.quantizers.layer_error.OutputError` that holds the inputs and scores the
+            output error itself (:class:`LinearOutputError` for linear layers).
+        targets: reference outputs, one per input (with a function).
         ranges: candidate ranges (units of Δ); default ``0, 0.125, ..., 2``.
         means: candidate means (units of Δ); default ``-1, -0.875, ..., 1``.
         mode: ``coordinate`` (ranges at mean 0, then means at the best range) or ``grid`` (all pairs).
@@ -251,12 +255,12 @@ def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torc
     """
     if mode not in ('coordinate', 'grid'):
         raise QuantizerError(f"mode={mode!r} is invalid: allowed values are ['coordinate', 'grid']")
-    inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-    if not inputs:
+    if isinstance(layer_fn, OutputError):
+        error = layer_fn
+    else:
+        error = LayerFnError([inputs] if isinstance(inputs, torch.Tensor) else list(inputs or []), layer_fn, targets)
+    if not error.inputs:
         raise QuantizerError('search_noise needs at least one calibration input')
-    targets = [layer_fn(x) for x in inputs] if targets is None else list(targets)
-    if len(targets) != len(inputs):
-        raise QuantizerError(f'search_noise: {len(targets)} targets for {len(inputs)} inputs')
     ranges = [float(r) for r in (torch.linspace(0, 2, 17) if ranges is None else ranges)]
     means = [float(m) for m in (torch.linspace(-1, 1, 17) if means is None else means)]
     cache: dict[tuple[float, float], float] = {}
@@ -265,9 +269,7 @@ def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torc
         key = (r, m)
         if key not in cache:
             quantizer.set_noise(r, m)
-            err = sum(float((layer_fn(quantizer.fake_quant_unfolded(x)) - t).double().square().sum())
-                      for x, t in zip(inputs, targets))
-            cache[key] = err / sum(t.numel() for t in targets)
+            cache[key] = error(quantizer.fake_quant_unfolded)
         return cache[key]
 
     plain = mse(0.0, 0.0)

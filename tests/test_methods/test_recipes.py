@@ -203,6 +203,26 @@ def test_noisyquant_search_never_worse_and_folds_into_the_bias():
     assert fc2.input_quantizer.bias_folded
 
 
+def test_noisyquant_search_reads_the_inputs_kept_during_calibration():
+    """The noise search reuses the float inputs seen in calibration (no pass of its own) and chooses exactly what
+    it chooses on inputs captured in a separate float pass (what it does when the base recipe rewrote the model
+    after calibration)."""
+    results, passes = [], []
+    for recapture in (False, True):
+        model, x = tiny_vit()
+        adapter = TimmViTAdapter()
+        sites = adapter.prepare(model)
+        method = build_method(dict(type='NoisyQuant', base=dict(type='PTQ4ViT'), w_bits=6, a_bits=6))
+        if recapture:  # what a base that rewrites the model gets
+            method.base.model_state_keys.append('forced')
+        calls = []
+        summary = method.quantize(sites, lambda: calls.append(1) or run_batches(adapter, model, [x[:2], x[2:]]))
+        passes.append(len(calls) - summary['calibration_passes'])
+        results.append({k: {f: v for f, v in r.items() if f != 'seconds'} for k, r in summary['noise_search'].items()})
+    assert passes == [0, 1]
+    assert results[0] == results[1]
+
+
 def test_adfq_static_post_ln_and_thresholds():
     model, x = tiny_vit()
     sites, method, summary = quantize(model, TimmViTAdapter(), x,
