@@ -66,29 +66,44 @@ def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) ->
     return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
 
 
-#: rows longer than this are pre-filtered by a threshold from a strided subsample before ``topk``
-LARGE_ROW = 1 << 16
+#: smallest and largest block of the block-maximum pre-filter of :func:`group_tail`
+TAIL_BLOCK_RANGE = (8, 256)
 
 
 def group_tail(xg: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
     """The ``k`` largest (or smallest) values of each row, sorted from the extreme inwards, ``[G, k]``.
 
-    For one very long row (a per-tensor range over a huge calibration tensor) a full ``topk`` is slow, so the
-    row is first filtered by a threshold taken from a strided subsample, with a margin; when the filtered set
-    holds at least ``k`` values it holds the exact top ``k`` (every one of them is beyond the threshold), else the
-    full ``topk`` is used. The result is exact and deterministic either way.
+    Rows much longer than ``k`` are cut into blocks of ``B`` values (``B`` a power of two near ``S / 8k``); the
+    ``k`` blocks with the largest maxima hold the ``k`` largest values (every value above the ``k``-th largest
+    block maximum lies in a block whose maximum exceeds it, and the ``k`` chosen blocks hold at least ``k`` values
+    no smaller than it), so ``topk`` runs over ``k·B`` values instead of the row. Exact, ties included.
     """
     g, n = xg.shape
-    if g == 1 and n > LARGE_ROW and k < n // 16:
-        row = xg[0]
-        sub = strided_columns(xg, min(1 << 18, max(1 << 10, n // 16)))[0]
-        m = sub.numel()
-        k_sub = min(m, int(k * m / n * 1.5) + 64)
-        thr = torch.topk(sub, k_sub, largest=largest, sorted=True).values[-1]
-        picked = row[row >= thr] if largest else row[row <= thr]
-        if picked.numel() >= k:
-            return torch.topk(picked, k, largest=largest, sorted=True).values[None]
-    return torch.topk(xg, k, dim=1, largest=largest, sorted=True).values
+    block = 1 << max(0, int(n // max(8 * k, 1)).bit_length() - 1)
+    if k < 1 or block < TAIL_BLOCK_RANGE[0]:
+        return torch.topk(xg, k, dim=1, largest=largest, sorted=True).values
+    block = min(block, TAIL_BLOCK_RANGE[1])
+    full = n - n % block
+    blocks = xg[:, :full].reshape(g, -1, block)
+    extreme = blocks.amax(-1) if largest else blocks.amin(-1)
+    picked = torch.topk(extreme, k, dim=1, largest=largest, sorted=False).indices
+    values = blocks.gather(1, picked[..., None].expand(-1, -1, block)).reshape(g, k * block)
+    if full < n:  # the last values, short of a block, are always candidates
+        values = torch.cat([values, xg[:, full:]], dim=1)
+    return torch.topk(values, k, dim=1, largest=largest, sorted=True).values
+
+
+def values_beyond(row: torch.Tensor, threshold: torch.Tensor, largest: bool, block: int = 32) -> torch.Tensor:
+    """The values of the 1-D ``row`` that are ``>= threshold`` (``largest``) or ``<= threshold``, in row order.
+
+    Only the blocks of ``block`` values whose maximum (minimum) reaches the threshold are compared value by value,
+    so a threshold deep in a tail costs little more than one pass of block maxima.
+    """
+    full = row.numel() - row.numel() % block
+    blocks = row[:full].reshape(-1, block)
+    hit = blocks.amax(1) >= threshold if largest else blocks.amin(1) <= threshold
+    values = torch.cat([blocks[hit].reshape(-1), row[full:]])
+    return values[values >= threshold] if largest else values[values <= threshold]
 
 
 def group_quantiles(xg: torch.Tensor, qs) -> torch.Tensor:

@@ -31,7 +31,7 @@ import math
 import torch
 
 from .errors import QuantizerError, check_choice
-from .functional import group_tail, group_quantiles, masked_group_quantile, strided_columns
+from .functional import group_quantiles, group_tail, masked_group_quantile, strided_columns, values_beyond
 from .granularity import Granularity
 
 QUANTILE_MODES = ('all', 'per_batch_mean')
@@ -66,7 +66,8 @@ class TailQuantiles:
 
     Levels ``>= 0.5`` are read from a buffer of the largest values, the others from one of the smallest. While
     the final count is unknown the buffers hold ``TAIL_SLACK`` times what the current count needs; the largest
-    value pushed out of each buffer is kept, so :meth:`exact` tells whether the result is exact. With
+    value pushed out of each buffer is kept (a later value past it ranks after it and is not added), so
+    :meth:`exact` tells whether the result is exact. With
     ``fixed_counts`` (the final per-group counts, from an earlier pass) the buffers have the final size and are
     exact by construction.
 
@@ -130,9 +131,13 @@ class TailQuantiles:
             dropped = torch.full((xg.shape[0], ), fill, dtype=xg.dtype, device=xg.device)
         if k <= 0:
             return xg[:, :0], dropped
+        if buf is not None and xg.shape[0] == 1 and bool(torch.isfinite(dropped).all()):
+            # a value beyond the largest one dropped so far can never be read (that value ranks before it), so one
+            # long row contributes only the values past it
+            xg = values_beyond(xg[0], dropped[0], largest)[None]
         if buf is not None and xg.shape[1] > k + 1:
-            # the top k + 1 of the union are among the buffer and the top k + 1 of the new values (a pre-filtered
-            # topk of one long row, see group_tail), so the long tensor is never concatenated
+            # the top k + 1 of the union are among the buffer and the top k + 1 of the new values, so the long
+            # tensor is never concatenated
             xg = group_tail(xg, k + 1, largest)
         cat = xg if buf is None else torch.cat([buf, xg], dim=1)
         if cat.shape[1] <= k:
@@ -142,10 +147,13 @@ class TailQuantiles:
         dropped = torch.maximum(dropped, out) if largest else torch.minimum(dropped, out)
         return vals[:, :k].contiguous(), dropped
 
-    def _deepest(self, buf, need_fn, counts):
-        """Per group, the buffer value at the deepest rank the quantiles read."""
-        idx = (need_fn(counts) - 1).clamp(min=0, max=max(buf.shape[1] - 1, 0))
-        return buf.gather(1, idx[:, None])[:, 0]
+    def _reaches(self, buf, need_fn, counts, dropped, largest: bool) -> torch.Tensor:
+        """Per group, whether the buffer holds the deepest rank the quantiles read and no dropped value ranks
+        before it."""
+        need = need_fn(counts)
+        idx = (need - 1).clamp(min=0, max=max(buf.shape[1] - 1, 0))
+        deepest = buf.gather(1, idx[:, None])[:, 0]
+        return (need <= buf.shape[1]) & ((deepest >= dropped) if largest else (deepest <= dropped))
 
     def exact(self) -> bool:
         """Whether no value pushed out of a buffer can be one the quantiles read."""
@@ -153,9 +161,9 @@ class TailQuantiles:
             return True
         ok = torch.ones_like(self.count, dtype=torch.bool)
         if len(self.upper) and self.top.shape[1]:
-            ok &= self._deepest(self.top, self._need_upper, self.count) >= self.dropped_top
+            ok &= self._reaches(self.top, self._need_upper, self.count, self.dropped_top, True)
         if len(self.lower) and self.bottom.shape[1]:
-            ok &= self._deepest(self.bottom, self._need_lower, self.count) <= self.dropped_bottom
+            ok &= self._reaches(self.bottom, self._need_lower, self.count, self.dropped_bottom, False)
         return bool(ok.all())
 
     def quantiles(self) -> torch.Tensor:

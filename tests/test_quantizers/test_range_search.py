@@ -9,6 +9,7 @@ from qtest_utils import _student_t
 
 from quant_hooks.quantizers import (EmptyCalibrationError, QuantizerError, TailQuantiles, UniformQuantizer,
                                     build_quantizer, calibrate, run_calibration_passes)
+from quant_hooks.quantizers.functional import group_tail, values_beyond
 from quant_hooks.quantizers.granularity import PerChannel, PerTensor
 from quant_hooks.quantizers.range_search import TAIL_SLACK, RangeSearch
 
@@ -18,6 +19,38 @@ LEVELS = (0.999, 0.9999, 0.99999, 0.001, 0.0001, 0.00001, 0.5)
 def _stream(tails, parts, valid=None):
     for i, p in enumerate(parts):
         tails.update(p, None if valid is None else valid[i])
+
+
+@pytest.mark.parametrize('n_parts', [1, 7, 40])
+@pytest.mark.parametrize('heavy_first', [False, True])
+def test_one_long_row_streams_only_the_values_past_the_dropped_one(n_parts, heavy_first):
+    """Per tensor (one group), a tensor adds only its values past the largest one dropped so far; the quantiles
+    still equal torch.quantile, or the search says they are not exact (heavy values first push out needed ones)."""
+    gen = torch.Generator().manual_seed(n_parts)
+    x = _student_t((1, 120_000), gen)
+    if heavy_first:
+        x = x.sort(dim=1, descending=True).values
+    levels = (0.999, 0.9999, 0.001)
+    tails = TailQuantiles(levels)
+    _stream(tails, x.chunk(n_parts, dim=1))
+    ref = torch.quantile(x.double(), torch.tensor(levels, dtype=torch.float64), dim=1).T
+    if tails.exact():
+        torch.testing.assert_close(tails.quantiles().double(), ref, rtol=1e-6, atol=1e-7)
+    else:
+        assert heavy_first and n_parts > 1
+        redo = TailQuantiles(levels, fixed_counts=tails.count)
+        _stream(redo, x.chunk(n_parts, dim=1))
+        torch.testing.assert_close(redo.quantiles().double(), ref, rtol=1e-6, atol=1e-7)
+    assert heavy_first or tails.exact()
+
+
+@pytest.mark.parametrize('largest', [True, False])
+def test_values_beyond_a_threshold_are_every_such_value(largest):
+    x = _student_t((100_003, ), torch.Generator().manual_seed(2))
+    thr = torch.quantile(x[:50_000], 0.999 if largest else 0.001)
+    want = x[x >= thr] if largest else x[x <= thr]
+    got = values_beyond(x, thr, largest)
+    assert torch.equal(got.sort().values, want.sort().values)
 
 
 @pytest.mark.parametrize('n_parts', [1, 7, 40])
@@ -31,6 +64,20 @@ def test_tail_quantiles_equal_torch_quantile_over_the_whole_stream(n_parts):
     # the buffers hold a bounded share of the values: slack x (1 - p_min) x n per side, plus a constant
     per_side = math.ceil(TAIL_SLACK * (0.5 * 3999 + 2)) + 16  # the median level needs half of each row
     assert tails.retained() <= 2 * 5 * min(per_side, 4000)
+
+
+@pytest.mark.parametrize('g,n,k', [(1, 200_003, 700), (3, 65_536, 100), (2, 5_000, 40), (4, 900, 3), (1, 64, 64)])
+@pytest.mark.parametrize('largest', [True, False])
+def test_group_tail_equals_a_full_topk(g, n, k, largest):
+    """The block-maximum pre-filter returns exactly the ``k`` extreme values of each row, with heavy ties, infinite
+    fill values (masked entries) and a last partial block."""
+    gen = torch.Generator().manual_seed(n + k)
+    x = _student_t((g, n), gen)
+    x[:, ::7] = x[:, ::7].round()  # many exact ties among the extremes
+    x[:, n // 3: n // 3 + n // 50] = math.inf if largest else -math.inf
+    x[0, -1] = 1e6 if largest else -1e6  # the extreme value alone in the last partial block
+    want = torch.topk(x, k, dim=1, largest=largest, sorted=True).values
+    assert torch.equal(group_tail(x, k, largest), want)
 
 
 def test_tail_quantiles_with_a_mask_use_only_the_valid_values():
