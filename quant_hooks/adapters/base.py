@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul, QuantSoftmax
-from ..reconstruction.capture import StopForward
+from ..reconstruction.capture import StopForward, stop_forward_loop
 from ..sites import QuantSite, Role
 
 KINDS = ('linear', 'conv', 'matmul', 'act')
@@ -138,10 +138,12 @@ def run_batches(adapter: ModelAdapter, model: nn.Module, batches: Iterable) -> i
     """Calibration forward over ``batches``; returns how many batches ran. A capture hook may end a batch's forward
     early (:class:`~quant_hooks.reconstruction.StopForward`)."""
     n = 0
-    for batch in batches:
-        try:
-            adapter.calibration_forward(model, batch)
-        except StopForward:
-            pass
-        n += 1
+    with stop_forward_loop() as loop:
+        for batch in batches:
+            try:
+                adapter.calibration_forward(model, batch)
+            except StopForward:
+                pass
+            n += 1
+            loop.index = n
     return n

@@ -10,6 +10,7 @@ from ..layout import resolve_granularity
 from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits, run_calibration_passes
 from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
+from .early_exit import EarlyExitPasses
 
 #: config keys holding a nested quantizer config (its granularity is resolved against the same slot)
 NESTED_QUANTIZER_KEYS = ('quantizer', 'logit_quantizer')
@@ -193,14 +194,16 @@ class PTQMethod:
         """Observe activations on the float model (weights unquantized), then freeze.
 
         ``run_calibration`` runs the calibration set once; it is called again while a quantizer's search needs
-        another pass over the same data (exact searches score their candidates in a second pass).
+        another pass over the same data (exact searches score their candidates in a second pass). Inside a loop
+        that catches ``StopForward`` (``run_batches``), a later pass ends each batch's forward after the last
+        quantizer still calibrating (:class:`~quant_hooks.methods.early_exit.EarlyExitPasses`).
         """
         weight_qs = [q for _, _, q in iter_quantizers(sites, weights=True)]
         act_qs = [q for _, _, q in iter_quantizers(sites, weights=False)]
         for q in weight_qs:
             q.enabled = False
         try:
-            n, self.calibration_passes = run_calibration_passes(act_qs, run_calibration)
+            n, self.calibration_passes = run_calibration_passes(act_qs, EarlyExitPasses(act_qs, run_calibration))
         finally:
             for q in weight_qs:
                 q.enabled = True

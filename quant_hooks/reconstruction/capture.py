@@ -1,7 +1,9 @@
 """Recording a unit's inputs, outputs and tapped tensors while the calibration images run through the model."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 
 from torch import nn
 
@@ -14,6 +16,34 @@ class StopForward(Exception):
 
     The calibration loop (:func:`quant_hooks.adapters.base.run_batches`) catches it per batch.
     """
+
+
+class BatchLoop:
+    """The batch a calibration loop that catches :class:`StopForward` is running (``index``, from 0)."""
+
+    def __init__(self):
+        self.index = 0
+
+
+_LOOP: contextvars.ContextVar[BatchLoop | None] = contextvars.ContextVar('calibration_batch_loop', default=None)
+
+
+@contextlib.contextmanager
+def stop_forward_loop() -> Iterator[BatchLoop]:
+    """Declare a calibration loop that catches :class:`StopForward` per batch; it advances ``index``."""
+    loop = BatchLoop()
+    token = _LOOP.set(loop)
+    try:
+        yield loop
+    finally:
+        _LOOP.reset(token)
+
+
+def current_batch() -> int | None:
+    """The batch index of the enclosing :func:`stop_forward_loop`, or None outside one (then a hook must not
+    raise :class:`StopForward`)."""
+    loop = _LOOP.get()
+    return None if loop is None else loop.index
 
 
 def _copy(obj):
