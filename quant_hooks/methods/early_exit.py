@@ -30,8 +30,6 @@ class EarlyExitPasses:
         #: per quantizer, batch index -> calls in the first pass (None: not counted, passes run whole)
         self.calls: list[dict[int, int]] | None = None
         self.passes = 0
-        #: batches whose forward a later pass ended early
-        self.stopped = 0
 
     def __call__(self) -> int:
         self.passes += 1
@@ -44,15 +42,12 @@ class EarlyExitPasses:
 
     def _count_calls(self) -> int:
         calls: list[dict[int, int]] = [defaultdict(int) for _ in self.quantizers]
-        seen_loop = []
 
         def hook(i):
             def fn(module, args, output):
                 b = current_batch()
                 if b is not None:
                     calls[i][b] += 1
-                    if not seen_loop:
-                        seen_loop.append(True)
             return fn
 
         handles = [q.register_forward_hook(hook(i)) for i, q in enumerate(self.quantizers)]
@@ -61,7 +56,7 @@ class EarlyExitPasses:
         finally:
             for h in handles:
                 h.remove()
-        self.calls = [dict(c) for c in calls] if seen_loop else None
+        self.calls = [dict(c) for c in calls] if any(calls) else None
         return n
 
     def _run_stopping(self, active: list[int]) -> int:
@@ -79,7 +74,6 @@ class EarlyExitPasses:
                 if seen <= self.calls[i].get(b, 0):
                     state['remaining'] -= 1
                     if state['remaining'] == 0:
-                        self.stopped += 1
                         raise StopForward
             return fn
 
