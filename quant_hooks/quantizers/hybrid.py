@@ -9,7 +9,7 @@ from .functional import MIN_SCALE, affine_params, fake_quant_affine, quantize_af
 from .granularity import PerChannel, PerTensor
 from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
-from .sorted_scorer import SORTED_SCORER_MIN_VALUES, SortedStepSums
+from .channel_scorer import CHANNEL_SCORER_MIN_VALUES, ChannelStepSums
 
 OVERFLOW_POLICIES = ('clamp_range', 'symmetric', 'none')
 SCHEMES = ('asymmetric', 'symmetric')
@@ -212,7 +212,7 @@ class HybridQuantizer(Quantizer):
         self._search = RangeSearch(PerChannel(self.channel_axis), (), 'after_stats', self.max_samples)
         self._params = None
         self._x_sq = None
-        self._sorter = None
+        self._scorer = None
 
     @property
     def calibration_passes(self):
@@ -222,45 +222,48 @@ class HybridQuantizer(Quantizer):
         scored = self._search.observe(x, self.where)
         if scored is not None:
             xs, weight = scored
-            fast = self._sorted_sums(xs, weight)
-            if fast is not None:
-                sums, x_sq = fast
-            else:
-                sums, x_sq = candidate_sums(xs, self._params, weight), xs.double().square().sum(1)
-            self._search.accumulate(sums)
-            self._x_sq = x_sq if self._x_sq is None else self._x_sq + x_sq
+            if self._channel_scorer(xs, weight) and self._scorer.add(xs):
+                return
+            self._accumulate(candidate_sums(xs, self._params, weight), xs.double().square().sum(1))
 
-    def _sorted_sums(self, xs, weight):
-        """(:func:`candidate_sums`, per-channel Σx²) from each channel's sorted values (:class:`SortedStepSums`,
-        the same sums in float64) where that applies, else None."""
-        if weight is not None or xs.dtype != torch.float32 or xs.shape[1] < SORTED_SCORER_MIN_VALUES:
-            return None
-        if self._sorter is None:
+    def _accumulate(self, sums, x_sq):
+        self._search.accumulate(sums)
+        self._x_sq = x_sq if self._x_sq is None else self._x_sq + x_sq
+
+    def _channel_scorer(self, xs, weight) -> bool:
+        """Whether ``xs`` can go to the exact per-channel step sums (:class:`ChannelStepSums`: the sums of
+        :func:`candidate_sums` in float64, from every value's step), built on first use."""
+        if weight is not None or xs.dtype != torch.float32 or xs.shape[1] < CHANNEL_SCORER_MIN_VALUES:
+            return False
+        if self._scorer is None:
             stacked = [torch.stack([torch.stack(p[:4], dim=1) for p in per_alpha], dim=1)  # [C, A, 4]
                        for _, _, per_alpha in self._params]
             s, z, qn, qx = torch.stack(stacked, dim=1).flatten(1, 2).float().unbind(-1)  # each [C, K·A]
             levels = (qn[..., None] + torch.arange(2**self.bits, dtype=torch.float32) - z[..., None]) * s[..., None]
             if not bool((qx - qn + 1 == 2**self.bits).all()):
-                self._sorter = False
+                self._scorer = False
             else:
                 try:
-                    self._sorter = SortedStepSums(
+                    self._scorer = ChannelStepSums(
                         lambda x: fake_quant_affine(x, s[..., None], z[..., None], qn[..., None], qx[..., None]),
                         levels, self._search.lo, self._search.hi)
                 except ValueError:
-                    self._sorter = False
-        if not self._sorter:
-            return None
-        got = self._sorter.sums(xs)
+                    self._scorer = False
+        return bool(self._scorer)
+
+    def _take_channel_sums(self):
+        """Move what the step sums gathered into the candidates' scores."""
+        got = self._scorer.take() if self._scorer else None
         if got is None:
-            return None
+            return
         n, s1, s2 = got
-        c = self._sorter.levels.double()
+        c = self._scorer.levels.double()
         xq_x, xq_sq = (c * s1).sum(-1), (c.square() * n).sum(-1)  # [C, K·A]
         sums = torch.stack([s2[:, None] - 2 * xq_x + xq_sq, xq_x, xq_sq], dim=-1)
-        return sums.reshape(xs.shape[0], len(self._params), -1, 3), s2
+        self._accumulate(sums.reshape(c.shape[0], len(self._params), -1, 3), s2)
 
     def _end_pass(self):
+        self._take_channel_sums()
         more = self._search.end_pass(self.where)
         if self._params is None:
             s = self._search

@@ -1,0 +1,136 @@
+"""Per-channel step sums (lookup cells and binary search) equal quantizing every value with every candidate."""
+import pytest
+import torch
+
+from quant_hooks.quantizers import hybrid as hybrid_mod
+from quant_hooks.quantizers.functional import affine_params, fake_quant_affine
+from quant_hooks.quantizers.step_scorer import key_float
+from quant_hooks.quantizers.hybrid import HybridQuantizer
+from quant_hooks.quantizers.channel_scorer import ChannelStepSums
+
+from qtest_utils import calibrate
+
+
+def channels(g, s, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(g, s, generator=gen) * torch.exp(torch.randn(g, 1, generator=gen))
+    x[0] = x[0].abs() + 0.5  # a channel without negative values (zero-point outside the code range)
+    x[1, :7] = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 3.0, -3.0, 0.5])
+    return x
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+@pytest.mark.parametrize('bits', [2, 4, 8])
+def test_step_counts_and_sums_equal_the_quantized_values(bits, symmetric):
+    x = channels(6, 5000, bits)
+    lo, hi = x.amin(1), x.amax(1)
+    alphas = torch.tensor([0.3, 0.7, 1.0])
+    s, z = affine_params(lo[:, None] * alphas, hi[:, None] * alphas, bits, symmetric)  # [G, K]
+    qn, qx = (-(2**(bits - 1)), 2**(bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    levels = (torch.arange(qn, qx + 1, dtype=torch.float32) - z[..., None]) * s[..., None]
+    sorter = ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], qn, qx), levels, lo, hi)
+    n, s1, s2 = sorter.sums(x)
+    q = fake_quant_affine(x[:, None, :].expand(-1, len(alphas), -1), s[..., None], z[..., None], qn, qx)
+    hit = q[..., None] == levels[:, :, None, :]  # [G, K, S, L]
+    assert torch.equal(n, hit.sum(2).double())
+    torch.testing.assert_close(s1, (hit * x.double()[:, None, :, None]).sum(2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s2, (x.double()**2).sum(1), rtol=1e-12, atol=0)
+    assert sorter.sums(x * 2) is None  # outside the calibrated ranges
+
+
+def test_a_function_that_is_not_a_step_function_of_its_levels_is_refused():
+    x = channels(2, 100, 0)
+    s, z = affine_params(x.amin(1, keepdim=True), x.amax(1, keepdim=True), 4, False)
+    levels = (torch.arange(16, dtype=torch.float32) - z[..., None]) * s[..., None]
+    with pytest.raises(ValueError):
+        ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], 0, 15), levels * 1.01,
+                       x.amin(1), x.amax(1))
+
+
+@pytest.mark.parametrize('overflow', ['clamp_range', 'symmetric', 'none'])
+def test_qhyvit_choice_is_the_same_with_channel_sums(overflow, monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, 700, 12, generator=gen) * torch.linspace(0.1, 3, 12) + torch.linspace(-1, 2, 12)
+          for _ in range(2)]
+    kwargs = dict(bits=4, range_method='mse', search_steps=6, overflow=overflow)
+    fast = calibrate(HybridQuantizer(**kwargs), *xs)
+    assert fast._scorer is None  # released with the observer
+    monkeypatch.setattr(hybrid_mod, 'CHANNEL_SCORER_MIN_VALUES', 10**9)
+    slow = calibrate(HybridQuantizer(**kwargs), *xs)
+    assert fast.choice['scheme'] == slow.choice['scheme'] and fast.choice['granularity'] == slow.choice['granularity']
+    for name in ('scale', 'zero_point', 'qmin', 'qmax'):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    torch.testing.assert_close(fast.losses, slow.losses, rtol=1e-4, atol=1e-7)
+
+
+def test_qhyvit_uses_the_channel_sums_on_large_channels(monkeypatch):
+    calls = []
+    orig = ChannelStepSums.add
+    monkeypatch.setattr(ChannelStepSums, 'add', lambda self, xs: calls.append(xs.shape) or orig(self, xs))
+    x = torch.randn(2, 700, 12)
+    calibrate(HybridQuantizer(4, range_method='mse', search_steps=4), x, x[:, :20])
+    assert calls == [(12, 1400)]  # 40 values per channel: scored candidate by candidate
+
+
+def test_sums_added_over_several_tensors_are_taken_once():
+    x = channels(5, 3000, 7)
+    scorer, _, _ = _affine_candidates(x, 4, torch.tensor([0.6, 1.0]))
+    whole = scorer.sums(x)
+    assert scorer.add(x[:, :1000]) and scorer.add(x[:, 1000:])
+    assert not scorer.add(x[:, :10] * 3)  # outside the ranges: nothing added
+    parts = scorer.take()
+    assert torch.equal(parts[0], whole[0])
+    for a, b in zip(parts[1:], whole[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert scorer.take() is None
+
+
+def _affine_candidates(x, bits, alphas, symmetric=False):
+    lo, hi = x.amin(1), x.amax(1)
+    # ranges widened to hold 0, as Q-HyViT's clamp_range does (a range of width 0 would give equal levels)
+    s, z = affine_params(lo.clamp(max=0)[:, None] * alphas, hi.clamp(min=0)[:, None] * alphas, bits, symmetric)
+    qn, qx = (-(2**(bits - 1)), 2**(bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    levels = (torch.arange(qn, qx + 1, dtype=torch.float32) - z[..., None]) * s[..., None]
+    scorer = ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], qn, qx), levels, lo, hi)
+    q = fake_quant_affine(x[:, None, :].expand(-1, len(alphas), -1), s[..., None], z[..., None], qn, qx)
+    return scorer, levels, q
+
+
+def test_values_next_to_every_boundary_near_zero_and_in_odd_ranges_land_in_their_step():
+    """Values one float32 step either side of every candidate's boundary, signed zeros, subnormals, a constant
+    channel, a narrow range far from zero and a subnormal-wide range: the lookup cells and the binary search
+    together give the steps the quantizer gives."""
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(4, 3000, generator=gen)
+    base[0, :6] = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1e-39, -1e-39])
+    rows = [base[0], base[1] * 1e-3 + 1000.0, base[2].abs() * 1e-42, torch.full((3000, ), 0.75), base[3] * 5]
+    x = torch.stack(rows)
+    alphas = torch.tensor([0.5, 0.61, 0.8, 1.0])
+    scorer, levels, _ = _affine_candidates(x, 4, alphas)
+    # add the neighbours of every boundary that lies inside each channel's range
+    thr = key_float(scorer.flat_bounds.reshape(len(rows), -1) - (torch.arange(len(rows))[:, None] << 32))
+    extra = torch.stack([torch.nextafter(thr, thr - 1), thr, torch.nextafter(thr, thr + 1)], -1).reshape(len(rows), -1)
+    inside = (extra >= x.amin(1, keepdim=True)) & (extra <= x.amax(1, keepdim=True))
+    x = torch.cat([x, torch.where(inside, extra, x[:, :1])], dim=1)
+    scorer, levels, q = _affine_candidates(x, 4, alphas)
+    n, s1, _ = scorer.sums(x)
+    hit = q[..., None] == levels[:, :, None, :]
+    assert torch.equal(n, hit.sum(2).double())
+    torch.testing.assert_close(s1, (hit * x.double()[:, None, :, None]).sum(2), rtol=1e-12, atol=1e-300)
+    info = scorer.info()
+    assert 0 < info['searched'] < info['values']  # both the cells and the binary search placed values
+    # the constant and the subnormal-wide channels are searched value by value
+    assert bool((scorer.table.view(len(rows), -1)[2:4] < 0).all())
+
+
+@pytest.mark.parametrize('bits', [4, 8])
+def test_most_values_are_placed_by_the_lookup_cells(bits):
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(16, 20000, generator=gen) * torch.rand(16, 1, generator=gen) * 4
+    scorer, levels, q = _affine_candidates(x, bits, torch.linspace(0.5, 1.0, 20))
+    n, _, _ = scorer.sums(x)
+    step = torch.searchsorted(levels.contiguous(), q.contiguous())  # q is one of the levels: its index
+    assert torch.equal(levels.gather(2, step), q)
+    assert torch.equal(n, torch.zeros_like(n).scatter_add_(2, step, torch.ones_like(step, dtype=n.dtype)))
+    info = scorer.info()
+    assert info['searched'] < 0.25 * info['values'], info
