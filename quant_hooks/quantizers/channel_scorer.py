@@ -103,14 +103,14 @@ class ChannelStepSums:
         # may be at or under one of its values (pos - margin <= c + 1)
         first_clear = torch.floor(pos + CELL_MARGIN).clamp(-1, cells).long() + 1  # the cells it is below
         first_reach = torch.ceil(pos - CELL_MARGIN).clamp(0, cells + 1).long()  # reaches cells >= first_reach - 1
-        count = torch.zeros(g, cells + 2, dtype=torch.long)
-        count.scatter_add_(1, torch.where(valid, first_clear, cells + 1), torch.ones_like(first_clear))
-        below = count.cumsum(1)[:, :cells]
-        count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells + 1), torch.ones_like(first_reach))
-        reach = count.cumsum(1)[:, 1:cells + 1]
-        table = torch.where((below == reach) & usable[:, None], below, -1).to(torch.int32)
+        count = torch.zeros(g, cells + 2, dtype=torch.int32)
+        ones = torch.ones_like(first_clear, dtype=torch.int32)
+        count.scatter_add_(1, torch.where(valid, first_clear, cells + 1), ones)
+        below = torch.cumsum(count, 1, dtype=torch.int32)[:, :cells]
+        count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells + 1), ones)
+        reach = torch.cumsum(count, 1, dtype=torch.int32)[:, 1:cells + 1]
         self.cells = cells
-        self.table = table.reshape(-1).contiguous()
+        self.table = below.masked_fill_((below != reach) | ~usable[:, None], -1).reshape(-1).contiguous()
         self.lo32 = lo.float()[:, None]
         self.inv32 = torch.where(usable, inv, 0).float()[:, None]
         self.cell_offset = (torch.arange(g, dtype=torch.int32) * cells)[:, None]

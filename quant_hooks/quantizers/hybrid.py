@@ -290,7 +290,10 @@ class HybridQuantizer(Quantizer):
         self._sync_granularity()
 
     def _search_info(self):
-        return dict(range_method=self.range_method, choice=self.choice, **self._search.info())
+        info = dict(range_method=self.range_method, choice=self.choice, **self._search.info())
+        if self._scorer:
+            info['channel_scored'] = self._scorer.info()
+        return info
 
     def _sync_granularity(self):
         self.granularity = PerChannel(self.channel_axis) if bool(self.channelwise_) else PerTensor()

@@ -134,3 +134,9 @@ def test_most_values_are_placed_by_the_lookup_cells(bits):
     assert torch.equal(n, torch.zeros_like(n).scatter_add_(2, step, torch.ones_like(step, dtype=n.dtype)))
     info = scorer.info()
     assert info['searched'] < 0.25 * info['values'], info
+
+
+def test_qhyvit_records_what_the_channel_sums_scored():
+    q = calibrate(HybridQuantizer(4, range_method='mse', search_steps=4), torch.randn(2, 700, 12))
+    info = q.describe()['channel_scored']
+    assert info['values'] == 12 * 1400 and 0 <= info['searched'] <= info['values'] and info['cells'] >= 1024
