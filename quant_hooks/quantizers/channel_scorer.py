@@ -28,6 +28,10 @@ CELLS_PER_BOUNDARY = 8
 MIN_CELLS, MAX_CELLS = 1 << 10, 1 << 16
 #: at most this many lookup entries per scorer (int32), whatever the number of groups
 MAX_TABLE = 1 << 22
+#: at most this many step boundaries (groups x candidates x steps) per scorer: a scorer holds about 36 bytes per
+#: boundary (about 150 MB at the bound, W4 Swin-T's widest layer needs 3.7M); a search with more is scored
+#: candidate by candidate
+MAX_BOUNDARIES = 1 << 22
 #: margin around each cell, in cells: the float32 cell index of a value is off by less than 2e-7 * cells (< 0.02)
 CELL_MARGIN = 0.05
 #: ranges whose cell index float32 cannot compute within the margin (cells of subnormal width, ranges near the
@@ -41,42 +45,50 @@ class ChannelStepSums:
     """Per group and candidate, the count and the sum of the values falling in each step.
 
     Args:
-        quantize: ``quantize(x)`` fake-quantizes the float32 ``[G, K, M]`` tensor ``x`` with candidate ``k`` of
-            group ``g``; for every group and candidate a non-decreasing function whose outputs are ``levels``.
+        quantize: ``quantize(x, cands)`` fake-quantizes the float32 ``[G', K', M]`` tensor ``x``: row ``k`` with
+            candidate ``cands[k]`` of each group (``G' = G``), or of any group (``G' = 1``, used only for the
+            candidates in ``shared``); for every group and candidate a non-decreasing function whose outputs are
+            ``levels``.
         levels: ``[G, K, L]`` float32 outputs of each candidate, in increasing order.
         lo, hi: ``[G]``: every value of group ``g`` lies in ``[lo[g], hi[g]]``.
+        shared: optional ``[K]`` bool: candidates that are the same function in every group (a layer-wise range
+            among channel-wise ones); their boundaries are found once.
 
     Raises:
         ValueError: when a candidate is not a step function with these levels (the caller then scores
             candidate by candidate).
     """
 
-    def __init__(self, quantize: Callable[[torch.Tensor], torch.Tensor], levels: torch.Tensor, lo: torch.Tensor,
-                 hi: torch.Tensor):
+    def __init__(self, quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], levels: torch.Tensor,
+                 lo: torch.Tensor, hi: torch.Tensor, shared: torch.Tensor | None = None):
         self.levels = levels.float()
+        g, k, n_lev = self.levels.shape
         klo, khi = float_key(lo.float()).long(), float_key(hi.float()).long()
-
-        def evaluate(keys):
-            return quantize(key_float(keys))
-
-        target = self.levels[..., 1:]
-        thr = step_thresholds(lambda keys: evaluate(keys) >= target, self.levels, klo, khi)
-        check_steps(evaluate, self.levels, thr, klo, khi)
-        g = self.levels.shape[0]
+        shared = torch.zeros(k, dtype=torch.bool) if shared is None else shared.bool()
+        thr = torch.empty(g, k, n_lev - 1, dtype=torch.long)
+        for mask, groups in ((~shared, slice(None)), (shared, slice(0, 1))):
+            cands = mask.nonzero().squeeze(1)
+            if not cands.numel():
+                continue
+            lev = self.levels[groups, cands]
+            # shared candidates: one group over the union of the ranges (a boundary is then clipped to each range)
+            a, b = (klo, khi) if groups != slice(0, 1) else (klo.min()[None], khi.max()[None])
+            thr[:, cands] = self._thresholds(quantize, cands, lev, a, b)
         self.klo, self.khi = klo.to(torch.int32), khi.to(torch.int32)
         # distinct boundaries inside (klo, khi] per group, ascending, padded with _NO_BOUNDARY: a boundary at or below
-        # klo is below every value (kept once, as klo), one above khi above every value (dropped)
-        clipped = torch.where(thr > khi[:, None, None], _NO_BOUNDARY, thr.clamp(min=klo[:, None, None]))
-        bounds = clipped.reshape(g, -1).sort(dim=1).values
-        repeat = torch.zeros_like(bounds, dtype=torch.bool)
-        repeat[:, 1:] = bounds[:, 1:] == bounds[:, :-1]
-        distinct = torch.where(repeat, _NO_BOUNDARY, bounds).sort(dim=1).values
+        # klo is below every value (kept once, as klo), one above khi above every value
+        clipped = torch.where(thr > khi[:, None, None], _NO_BOUNDARY, thr.clamp(min=klo[:, None, None])).view(g, -1)
+        ordered, order = clipped.sort(dim=1)
+        new = torch.ones_like(ordered, dtype=torch.bool)
+        new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        rank = new.cumsum(1).sub_(1)  # index of each boundary among the distinct ones of its group
+        m = int(rank[:, -1].max()) + 1
+        distinct = torch.full((g, m), _NO_BOUNDARY, dtype=torch.long).scatter_(1, rank, ordered)
         self.n_bounds = int((distinct < _NO_BOUNDARY).sum(1).max())
-        distinct = distinct[:, :self.n_bounds + 1].contiguous()  # at least one _NO_BOUNDARY per group
-        m = distinct.shape[1]
         # the values below a candidate's boundary are those of buckets 0..j, j its index among the distinct ones:
         # entry j + 1 of the prefix sums (which start with 0)
-        self.below_index = (torch.searchsorted(distinct, clipped.reshape(g, -1)) + 1).reshape(thr.shape)
+        self.below_index = torch.empty_like(rank).scatter_(1, order, rank).add_(1).view(thr.shape).int()
+        del thr, clipped, ordered, order, new, rank
         # binary search of all groups at once: group g's keys shifted by g * 2^32
         offset = torch.arange(g, dtype=torch.long)[:, None] << 32
         self.flat_bounds = (distinct + offset).reshape(-1).contiguous()
@@ -85,6 +97,17 @@ class ChannelStepSums:
         self.values_seen = 0
         self.values_searched = 0
         self._count = self._total = self._square = None
+
+    @staticmethod
+    def _thresholds(quantize, cands, levels, klo, khi):
+        """``[G', K', L - 1]`` first keys of each step of candidates ``cands`` (checked to be a step function)."""
+        def evaluate(keys):
+            return quantize(key_float(keys), cands)
+
+        target = levels[..., 1:]
+        thr = step_thresholds(lambda keys: evaluate(keys) >= target, levels, klo, khi)
+        check_steps(evaluate, levels, thr, klo, khi)
+        return thr
 
     def _table(self, distinct: torch.Tensor, klo: torch.Tensor, khi: torch.Tensor) -> None:
         """The cell lookup: ``table[g * cells + c]`` = the bucket of every value in cell ``c`` of group ``g``, or
@@ -111,43 +134,52 @@ class ChannelStepSums:
         reach = torch.cumsum(count, 1, dtype=torch.int32)[:, 1:cells + 1]
         self.cells = cells
         self.table = below.masked_fill_((below != reach) | ~usable[:, None], -1).reshape(-1).contiguous()
-        self.lo32 = lo.float()[:, None]
-        self.inv32 = torch.where(usable, inv, 0).float()[:, None]
-        self.cell_offset = (torch.arange(g, dtype=torch.int32) * cells)[:, None]
-        self.bucket_offset = (torch.arange(g, dtype=torch.int32) * (m + 1))[:, None]
+        self.lo32 = lo.float()
+        self.inv32 = torch.where(usable, inv, 0).float()
+        self.cell_offset = torch.arange(g, dtype=torch.int32) * cells
+        self.bucket_offset = torch.arange(g, dtype=torch.int32) * (m + 1)
 
     def buckets(self, xs: torch.Tensor) -> torch.Tensor | None:
         """``[G, S]`` int32: the bucket of each float32 value (distinct boundaries of its group at or below it),
         offset by ``g * (boundaries + 1)``; None when a value lies outside its group's range."""
-        xs = xs.contiguous()
-        keys = float_key(xs)
-        kmin, kmax = torch.aminmax(keys, dim=1)
+        values, axis = _in_memory_order(xs)
+        bucket = self._buckets(values, axis)
+        return bucket if bucket is None or axis == 0 else bucket.t()
+
+    def _buckets(self, values: torch.Tensor, axis: int) -> torch.Tensor | None:
+        """:meth:`buckets` of contiguous values laid out ``[G, S]`` (``axis`` 0) or ``[S, G]`` (``axis`` 1)."""
+        def per_group(t):
+            return t.view(-1, 1) if axis == 0 else t.view(1, -1)
+
+        keys = float_key(values)
+        kmin, kmax = torch.aminmax(keys, dim=1 - axis)
         if bool((kmin < self.klo).any() | (kmax > self.khi).any()):
             return None
-        g, s = xs.shape
-        cell = torch.sub(xs, self.lo32).mul_(self.inv32).floor_().clamp_(0, self.cells - 1).to(torch.int32)
-        bucket = self.table.index_select(0, cell.add_(self.cell_offset).view(-1))
+        cell = torch.sub(values, per_group(self.lo32)).mul_(per_group(self.inv32)).floor_()
+        cell = cell.clamp_(0, self.cells - 1).to(torch.int32).add_(per_group(self.cell_offset))
+        bucket = self.table.index_select(0, cell.view(-1))
         near = (bucket < 0).nonzero().squeeze(1)
         if near.numel():
-            group = torch.div(near, s, rounding_mode='floor')
+            group = torch.div(near, values.shape[1], rounding_mode='floor') if axis == 0 \
+                else torch.remainder(near, values.shape[1])
             flat_key = keys.view(-1)[near].long() + (group << 32)
             found = torch.searchsorted(self.flat_bounds, flat_key, right=True) - group * self.group_stride
             bucket[near] = found.to(torch.int32)
-        self.values_seen += xs.numel()
+        self.values_seen += values.numel()
         self.values_searched += near.numel()
-        return bucket.view(g, s).add_(self.bucket_offset)
+        return bucket.view(values.shape).add_(per_group(self.bucket_offset))
 
     def add(self, xs: torch.Tensor) -> bool:
         """Add the float32 ``[G, S]`` values ``xs`` to the running bucket counts and sums; False (nothing added)
         when a value lies outside its group's range."""
-        xs = xs.contiguous()
-        bucket = self.buckets(xs)
+        values, axis = _in_memory_order(xs)
+        bucket = self._buckets(values, axis)
         if bucket is None:
             return False
         g = xs.shape[0]
         m = self.group_stride + 1
         index = bucket.view(-1)
-        xd = xs.view(-1).double()
+        xd = values.view(-1).double()
         count = torch.bincount(index, minlength=g * m).view(g, m)
         if self._count is None:
             self._count = count
@@ -156,8 +188,8 @@ class ChannelStepSums:
         else:
             self._count += count
         self._total.index_add_(0, index, xd)
-        xd = xd.view(g, -1)
-        self._square += torch.bmm(xd[:, None, :], xd[:, :, None]).view(g)
+        xd = xd.view(values.shape)
+        self._square += torch.einsum('gs,gs->g' if axis == 0 else 'sg,sg->g', xd, xd)
         return True
 
     def take(self):
@@ -167,7 +199,7 @@ class ChannelStepSums:
             return None
         g, k, n_lev = self.levels.shape
         m = self.group_stride + 1
-        edges = torch.cat([torch.zeros(g, k, 1, dtype=torch.long), self.below_index,
+        edges = torch.cat([torch.zeros(g, k, 1, dtype=torch.long), self.below_index.long(),
                            torch.full((g, k, 1), m, dtype=torch.long)], dim=2).view(g, -1)
         per_step = []
         for sums in (self._count.double(), self._total.view(g, m)):
@@ -186,3 +218,11 @@ class ChannelStepSums:
         """Values scored, those placed by binary search, and the lookup cells per group."""
         return dict(values=self.values_seen, searched=self.values_searched, cells=self.cells,
                     boundaries=self.n_bounds)
+
+
+def _in_memory_order(xs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``[G, S]`` values as contiguous memory: ``(xs, 0)``, or ``(xs.t(), 1)`` for the transposed view of
+    channel-last activations (no copy)."""
+    if not xs.is_contiguous() and xs.t().is_contiguous():
+        return xs.t(), 1
+    return xs.contiguous(), 0

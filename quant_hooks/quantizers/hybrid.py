@@ -9,7 +9,7 @@ from .functional import MIN_SCALE, affine_params, fake_quant_affine, quantize_af
 from .granularity import PerChannel, PerTensor
 from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
-from .channel_scorer import CHANNEL_SCORER_MIN_VALUES, ChannelStepSums
+from .channel_scorer import CHANNEL_SCORER_MIN_VALUES, MAX_BOUNDARIES, ChannelStepSums
 
 OVERFLOW_POLICIES = ('clamp_range', 'symmetric', 'none')
 SCHEMES = ('asymmetric', 'symmetric')
@@ -236,20 +236,28 @@ class HybridQuantizer(Quantizer):
         if weight is not None or xs.dtype != torch.float32 or xs.shape[1] < CHANNEL_SCORER_MIN_VALUES:
             return False
         if self._scorer is None:
-            stacked = [torch.stack([torch.stack(p[:4], dim=1) for p in per_alpha], dim=1)  # [C, A, 4]
-                       for _, _, per_alpha in self._params]
-            s, z, qn, qx = torch.stack(stacked, dim=1).flatten(1, 2).float().unbind(-1)  # each [C, K·A]
-            levels = (qn[..., None] + torch.arange(2**self.bits, dtype=torch.float32) - z[..., None]) * s[..., None]
-            if not bool((qx - qn + 1 == 2**self.bits).all()):
-                self._scorer = False
-            else:
-                try:
-                    self._scorer = ChannelStepSums(
-                        lambda x: fake_quant_affine(x, s[..., None], z[..., None], qn[..., None], qx[..., None]),
-                        levels, self._search.lo, self._search.hi)
-                except ValueError:
-                    self._scorer = False
+            self._scorer = self._build_channel_scorer()
         return bool(self._scorer)
+
+    def _build_channel_scorer(self):
+        """:class:`ChannelStepSums` of the candidates, or False where it does not apply (codes that do not span
+        ``2^bits`` levels, more than ``MAX_BOUNDARIES`` step boundaries, not a step function)."""
+        stacked = [torch.stack([torch.stack(p[:4], dim=1) for p in per_alpha], dim=1)  # [C, A, 4]
+                   for _, _, per_alpha in self._params]
+        s, z, qn, qx = torch.stack(stacked, dim=1).flatten(1, 2).float().unbind(-1)  # each [C, K·A]
+        if not bool((qx - qn + 1 == 2**self.bits).all()) or s.numel() * (2**self.bits - 1) > MAX_BOUNDARIES:
+            return False
+        levels = (qn[..., None] + torch.arange(2**self.bits, dtype=torch.float32) - z[..., None]) * s[..., None]
+        layerwise = torch.tensor([gran == 'per_tensor' for gran, _, per_alpha in self._params for _ in per_alpha])
+
+        def quantize(x, k):  # x: [C or 1, K', M]; the layer-wise candidates are the same in every channel
+            g = x.shape[0]
+            return fake_quant_affine(x, s[:g, k, None], z[:g, k, None], qn[:g, k, None], qx[:g, k, None])
+
+        try:
+            return ChannelStepSums(quantize, levels, self._search.lo, self._search.hi, layerwise)
+        except ValueError:
+            return False
 
     def _take_channel_sums(self):
         """Move what the step sums gathered into the candidates' scores."""

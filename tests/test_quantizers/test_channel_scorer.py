@@ -28,7 +28,7 @@ def test_step_counts_and_sums_equal_the_quantized_values(bits, symmetric):
     s, z = affine_params(lo[:, None] * alphas, hi[:, None] * alphas, bits, symmetric)  # [G, K]
     qn, qx = (-(2**(bits - 1)), 2**(bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     levels = (torch.arange(qn, qx + 1, dtype=torch.float32) - z[..., None]) * s[..., None]
-    sorter = ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], qn, qx), levels, lo, hi)
+    sorter = ChannelStepSums(lambda v, k: fake_quant_affine(v, s[:, k, None], z[:, k, None], qn, qx), levels, lo, hi)
     n, s1, s2 = sorter.sums(x)
     q = fake_quant_affine(x[:, None, :].expand(-1, len(alphas), -1), s[..., None], z[..., None], qn, qx)
     hit = q[..., None] == levels[:, :, None, :]  # [G, K, S, L]
@@ -43,7 +43,7 @@ def test_a_function_that_is_not_a_step_function_of_its_levels_is_refused():
     s, z = affine_params(x.amin(1, keepdim=True), x.amax(1, keepdim=True), 4, False)
     levels = (torch.arange(16, dtype=torch.float32) - z[..., None]) * s[..., None]
     with pytest.raises(ValueError):
-        ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], 0, 15), levels * 1.01,
+        ChannelStepSums(lambda v, k: fake_quant_affine(v, s[:, k, None], z[:, k, None], 0, 15), levels * 1.01,
                        x.amin(1), x.amax(1))
 
 
@@ -91,7 +91,7 @@ def _affine_candidates(x, bits, alphas, symmetric=False):
     s, z = affine_params(lo.clamp(max=0)[:, None] * alphas, hi.clamp(min=0)[:, None] * alphas, bits, symmetric)
     qn, qx = (-(2**(bits - 1)), 2**(bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     levels = (torch.arange(qn, qx + 1, dtype=torch.float32) - z[..., None]) * s[..., None]
-    scorer = ChannelStepSums(lambda v: fake_quant_affine(v, s[..., None], z[..., None], qn, qx), levels, lo, hi)
+    scorer = ChannelStepSums(lambda v, k: fake_quant_affine(v, s[:, k, None], z[:, k, None], qn, qx), levels, lo, hi)
     q = fake_quant_affine(x[:, None, :].expand(-1, len(alphas), -1), s[..., None], z[..., None], qn, qx)
     return scorer, levels, q
 
@@ -140,3 +140,54 @@ def test_qhyvit_records_what_the_channel_sums_scored():
     q = calibrate(HybridQuantizer(4, range_method='mse', search_steps=4), torch.randn(2, 700, 12))
     info = q.describe()['channel_scored']
     assert info['values'] == 12 * 1400 and 0 <= info['searched'] <= info['values'] and info['cells'] >= 1024
+
+
+def test_candidates_shared_by_every_channel_give_the_same_sums_when_found_once():
+    x = channels(7, 4000, 11)
+    lo, hi = x.amin(1), x.amax(1)
+    alphas = torch.tensor([0.5, 0.75, 1.0])
+    # channel-wise ranges, then the layer-wise range (the same for every channel)
+    s_c, z_c = affine_params(lo.clamp(max=0)[:, None] * alphas, hi.clamp(min=0)[:, None] * alphas, 4, False)
+    s_t, z_t = affine_params(lo.min().clamp(max=0) * alphas, hi.max().clamp(min=0) * alphas, 4, False)
+    s = torch.cat([s_c, s_t.expand(7, -1)], 1)
+    z = torch.cat([z_c, z_t.expand(7, -1)], 1)
+    levels = (torch.arange(16, dtype=torch.float32) - z[..., None]) * s[..., None]
+    shared = torch.tensor([False] * 3 + [True] * 3)
+    calls = []
+
+    def quantize(v, k):
+        calls.append(v.shape[0])
+        return fake_quant_affine(v, s[:v.shape[0], k, None], z[:v.shape[0], k, None], 0, 15)
+
+    once = ChannelStepSums(quantize, levels, lo, hi, shared)
+    assert 1 in calls and 7 in calls
+    every = ChannelStepSums(quantize, levels, lo, hi)
+    assert torch.equal(once.below_index, every.below_index)
+    a, b = once.sums(x), every.sums(x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    q = fake_quant_affine(x[:, None, :].expand(-1, 6, -1), s[..., None], z[..., None], 0, 15)
+    assert torch.equal(a[0], (q[..., None] == levels[:, :, None, :]).sum(2).double())
+
+
+def test_channel_last_values_are_read_in_place_with_the_same_sums():
+    x = channels(9, 2500, 5)
+    scorer, _, _ = _affine_candidates(x, 4, torch.tensor([0.7, 1.0]))
+    x_last = x.t().contiguous().t()  # [G, S] view of [S, G] memory, as channel-last activations arrive
+    assert not x_last.is_contiguous()
+    a, b = scorer.sums(x), scorer.sums(x_last)
+    assert torch.equal(a[0], b[0])
+    for u, v in zip(a[1:], b[1:]):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    assert torch.equal(scorer.buckets(x), scorer.buckets(x_last))
+
+
+def test_searches_with_too_many_boundaries_are_scored_candidate_by_candidate(monkeypatch):
+    x = torch.randn(2, 700, 12)
+    monkeypatch.setattr(hybrid_mod, 'MAX_BOUNDARIES', 12 * 16 * 15 - 1)  # 12 channels, 16 candidates, 15 steps
+    q = calibrate(HybridQuantizer(4, range_method='mse', search_steps=4), x)
+    assert 'channel_scored' not in q.describe()
+    monkeypatch.setattr(hybrid_mod, 'MAX_BOUNDARIES', 12 * 16 * 15)
+    fast = calibrate(HybridQuantizer(4, range_method='mse', search_steps=4), x)
+    assert fast.describe()['channel_scored']['values'] == 12 * 1400
+    for name in ('scale', 'zero_point', 'qmin', 'qmax'):
+        assert torch.equal(getattr(fast, name), getattr(q, name)), name
