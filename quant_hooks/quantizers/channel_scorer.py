@@ -141,45 +141,37 @@ class ChannelStepSums:
 
     def buckets(self, xs: torch.Tensor) -> torch.Tensor | None:
         """``[G, S]`` int32: the bucket of each float32 value (distinct boundaries of its group at or below it),
-        offset by ``g * (boundaries + 1)``; None when a value lies outside its group's range."""
-        values, axis = _in_memory_order(xs)
-        bucket = self._buckets(values, axis)
-        return bucket if bucket is None or axis == 0 else bucket.t()
-
-    def _buckets(self, values: torch.Tensor, axis: int) -> torch.Tensor | None:
-        """:meth:`buckets` of contiguous values laid out ``[G, S]`` (``axis`` 0) or ``[S, G]`` (``axis`` 1)."""
-        def per_group(t):
-            return t.view(-1, 1) if axis == 0 else t.view(1, -1)
-
-        keys = float_key(values)
-        kmin, kmax = torch.aminmax(keys, dim=1 - axis)
-        if bool((kmin < self.klo).any() | (kmax > self.khi).any()):
+        offset by ``g * (boundaries + 1)``; None when a value lies outside its group's range. Channel-last values
+        are copied to ``[G, S]`` memory first: the lookups and searches then stay within one group's entries."""
+        xs = xs.contiguous()
+        keys = float_key(xs)
+        if bool((keys.amin(1) < self.klo).any() | (keys.amax(1) > self.khi).any()):
             return None
-        cell = torch.sub(values, per_group(self.lo32)).mul_(per_group(self.inv32)).floor_()
-        cell = cell.clamp_(0, self.cells - 1).to(torch.int32).add_(per_group(self.cell_offset))
+        g, s = xs.shape
+        cell = torch.sub(xs, self.lo32[:, None]).mul_(self.inv32[:, None]).floor_()
+        cell = cell.clamp_(0, self.cells - 1).to(torch.int32).add_(self.cell_offset[:, None])
         bucket = self.table.index_select(0, cell.view(-1))
         near = (bucket < 0).nonzero().squeeze(1)
         if near.numel():
-            group = torch.div(near, values.shape[1], rounding_mode='floor') if axis == 0 \
-                else torch.remainder(near, values.shape[1])
+            group = torch.div(near, s, rounding_mode='floor')
             flat_key = keys.view(-1)[near].long() + (group << 32)
             found = torch.searchsorted(self.flat_bounds, flat_key, right=True) - group * self.group_stride
             bucket[near] = found.to(torch.int32)
-        self.values_seen += values.numel()
+        self.values_seen += xs.numel()
         self.values_searched += near.numel()
-        return bucket.view(values.shape).add_(per_group(self.bucket_offset))
+        return bucket.view(g, s).add_(self.bucket_offset[:, None])
 
     def add(self, xs: torch.Tensor) -> bool:
         """Add the float32 ``[G, S]`` values ``xs`` to the running bucket counts and sums; False (nothing added)
         when a value lies outside its group's range."""
-        values, axis = _in_memory_order(xs)
-        bucket = self._buckets(values, axis)
+        xs = xs.contiguous()
+        bucket = self.buckets(xs)
         if bucket is None:
             return False
         g = xs.shape[0]
         m = self.group_stride + 1
         index = bucket.view(-1)
-        xd = values.view(-1).double()
+        xd = xs.view(-1).double()
         count = torch.bincount(index, minlength=g * m).view(g, m)
         if self._count is None:
             self._count = count
@@ -188,8 +180,7 @@ class ChannelStepSums:
         else:
             self._count += count
         self._total.index_add_(0, index, xd)
-        xd = xd.view(values.shape)
-        self._square += torch.einsum('gs,gs->g' if axis == 0 else 'sg,sg->g', xd, xd)
+        self._square += xd.square_().view(g, -1).sum(1)
         return True
 
     def take(self):
@@ -219,10 +210,3 @@ class ChannelStepSums:
         return dict(values=self.values_seen, searched=self.values_searched, cells=self.cells,
                     boundaries=self.n_bounds)
 
-
-def _in_memory_order(xs: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``[G, S]`` values as contiguous memory: ``(xs, 0)``, or ``(xs.t(), 1)`` for the transposed view of
-    channel-last activations (no copy)."""
-    if not xs.is_contiguous() and xs.t().is_contiguous():
-        return xs.t(), 1
-    return xs.contiguous(), 0
