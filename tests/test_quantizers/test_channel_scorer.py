@@ -169,7 +169,7 @@ def test_candidates_shared_by_every_channel_give_the_same_sums_when_found_once()
     assert torch.equal(a[0], (q[..., None] == levels[:, :, None, :]).sum(2).double())
 
 
-def test_channel_last_values_are_read_in_place_with_the_same_sums():
+def test_channel_last_values_give_the_same_sums():
     x = channels(9, 2500, 5)
     scorer, _, _ = _affine_candidates(x, 4, torch.tensor([0.7, 1.0]))
     x_last = x.t().contiguous().t()  # [G, S] view of [S, G] memory, as channel-last activations arrive
