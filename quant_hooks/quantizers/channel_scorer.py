@@ -133,7 +133,9 @@ class ChannelStepSums:
         count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells + 1), ones)
         reach = torch.cumsum(count, 1, dtype=torch.int32)[:, 1:cells + 1]
         self.cells = cells
-        self.table = below.masked_fill_((below != reach) | ~usable[:, None], -1).reshape(-1).contiguous()
+        table = below.masked_fill_((below != reach) | ~usable[:, None], -1).reshape(-1)
+        small = m < torch.iinfo(torch.int16).max  # buckets 0..m fit int16: half the memory
+        self.table = table.to(torch.int16 if small else torch.int32).contiguous()
         self.lo32 = lo.float()
         self.inv32 = torch.where(usable, inv, 0).float()
         self.cell_offset = torch.arange(g, dtype=torch.int32) * cells
@@ -150,7 +152,7 @@ class ChannelStepSums:
         g, s = xs.shape
         cell = torch.sub(xs, self.lo32[:, None]).mul_(self.inv32[:, None]).floor_()
         cell = cell.clamp_(0, self.cells - 1).to(torch.int32).add_(self.cell_offset[:, None])
-        bucket = self.table.index_select(0, cell.view(-1))
+        bucket = self.table.index_select(0, cell.view(-1)).to(torch.int32)
         near = (bucket < 0).nonzero().squeeze(1)
         if near.numel():
             group = torch.div(near, s, rounding_mode='floor')
@@ -174,11 +176,15 @@ class ChannelStepSums:
         xd = xs.view(-1).double()
         count = torch.bincount(index, minlength=g * m).view(g, m)
         if self._count is None:
-            self._count = count
+            self._count = count.to(torch.int32)  # half the memory while no bucket can reach 2^31 values
             self._total = torch.zeros(g * m, dtype=torch.float64)
             self._square = torch.zeros(g, dtype=torch.float64)
+            self._held = 0
         else:
+            if self._held + xs.shape[1] > torch.iinfo(torch.int32).max:
+                self._count = self._count.long()
             self._count += count
+        self._held += xs.shape[1]
         self._total.index_add_(0, index, xd)
         self._square += xd.square_().view(g, -1).sum(1)
         return True

@@ -191,3 +191,15 @@ def test_searches_with_too_many_boundaries_are_scored_candidate_by_candidate(mon
     assert fast.describe()['channel_scored']['values'] == 12 * 1400
     for name in ('scale', 'zero_point', 'qmin', 'qmax'):
         assert torch.equal(getattr(fast, name), getattr(q, name)), name
+
+
+def test_bucket_counts_widen_before_they_could_overflow():
+    x = channels(3, 2000, 2)
+    scorer, _, _ = _affine_candidates(x, 4, torch.tensor([1.0]))
+    scorer.add(x)
+    assert scorer._count.dtype == torch.int32
+    scorer._held = 2**31 - 1000  # as after 2^31 values per channel
+    scorer.add(x)
+    assert scorer._count.dtype == torch.int64
+    n, _, _ = scorer.take()
+    assert torch.equal(n, 2 * scorer.sums(x)[0])
