@@ -22,7 +22,7 @@ def _sum_squares(t: torch.Tensor) -> float:
 
 def _sum_products(a: torch.Tensor, b: torch.Tensor) -> float:
     """``Σ a·b`` of two ``[rows, n]`` tensors (float32 row sums, summed in float64)."""
-    return float((a * b).sum(-1).double().sum())
+    return float(torch.linalg.vecdot(a, b).double().sum())
 
 
 class OutputError:
@@ -36,9 +36,17 @@ class OutputError:
         """The squared error of input ``i`` quantized as ``a`` (same shape as ``inputs[i]``)."""
         raise NotImplementedError
 
+    def batch_error(self, i: int, e: torch.Tensor) -> float:
+        """The squared error of input ``i`` quantized as ``inputs[i] + e``."""
+        return self.batch(i, self.inputs[i] + e)
+
     def __call__(self, quantize: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """The mean squared output error when every input ``x`` is replaced by ``quantize(x)``."""
         return sum(self.batch(i, quantize(x)) for i, x in enumerate(self.inputs)) / self.count
+
+    def of_input_error(self, input_error: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """The same, given ``input_error(x) = quantize(x) - x`` (fewer passes where the error is what is used)."""
+        return sum(self.batch_error(i, input_error(x)) for i, x in enumerate(self.inputs)) / self.count
 
 
 class LayerFnError(OutputError):
@@ -89,6 +97,7 @@ class LinearOutputError(OutputError):
         w = weight.detach().float()
         self.count = sum(x.shape[0] for x in self.inputs) * out_f
         self.gram = in_f <= out_f
+        # c = x·(Ŵ − W)ᵀ, the output error of the clean input
         if self.gram:
             self.wq_gram = self.wq.t() @ self.wq
             self.cross, self.fixed = [], []
@@ -97,12 +106,14 @@ class LinearOutputError(OutputError):
                 self.cross.append(c @ self.wq)
                 self.fixed.append(_sum_squares(c))
         else:
-            self.targets = [x @ w.t() for x in self.inputs]
+            self.weight_error = [x @ (self.wq - w).t() for x in self.inputs]
 
     def batch(self, i, a):
-        a = a.reshape(-1, self.wq.shape[1]).float()
+        return self.batch_error(i, a.reshape(-1, self.wq.shape[1]).float() - self.inputs[i])
+
+    def batch_error(self, i, e):
+        e = e.reshape(-1, self.wq.shape[1]).float()
         if self.gram:
-            e = a - self.inputs[i]
             return float((e.t() @ e).mul_(self.wq_gram).sum(-1).double().sum()) + \
                 2 * _sum_products(e, self.cross[i]) + self.fixed[i]
-        return _sum_squares(torch.addmm(self.targets[i], a, self.wq.t(), beta=-1))
+        return _sum_squares(torch.addmm(self.weight_error[i], e, self.wq.t()))

@@ -184,6 +184,13 @@ class NoisyQuantizer(Quantizer):
         n = self._noise_for(x)
         return self.quantizer(x + n) - n
 
+    def input_error_unfolded(self, x: torch.Tensor) -> torch.Tensor:
+        """``Q(x + N) - N - x``, the error :meth:`fake_quant_unfolded` adds to ``x``: the quantization error of
+        ``y = x + N`` (two passes fewer than forming ``Q(x + N) - N`` and subtracting ``x``)."""
+        y = x + self._noise_for(x)
+        out = self.quantizer(y)
+        return out - y if out is y else out.sub_(y)
+
     def fake_quant(self, x):
         n = self._noise_for(x)
         out = self.quantizer(x + n)
@@ -269,7 +276,7 @@ def search_noise(quantizer: NoisyQuantizer, inputs: torch.Tensor | Iterable[torc
         key = (r, m)
         if key not in cache:
             quantizer.set_noise(r, m)
-            cache[key] = error(quantizer.fake_quant_unfolded)
+            cache[key] = error.of_input_error(quantizer.input_error_unfolded)
         return cache[key]
 
     plain = mse(0.0, 0.0)

@@ -38,6 +38,8 @@ def test_linear_error_equals_a_float64_reference(in_f, out_f):
         got = sum(error.batch(i, a) for i, a in enumerate(quantized))
         want = _reference(xs, quantized, w, w_q)
         assert got == pytest.approx(want, rel=1e-6)
+        from_errors = sum(error.batch_error(i, a - x) for i, (a, x) in enumerate(zip(quantized, xs)))
+        assert from_errors == pytest.approx(want, rel=1e-6)
     assert error.count == sum(x[..., 0].numel() for x in xs) * out_f
 
 
@@ -60,3 +62,17 @@ def test_noise_search_picks_the_same_with_the_linear_form(in_f, out_f):
                                                                      results[1]['noise_mean'])
     assert results[0]['mse'] == pytest.approx(results[1]['mse'], rel=1e-5)
     assert results[0]['evaluated'] == results[1]['evaluated']
+
+
+def test_the_noisy_input_error_is_the_quantization_error_of_the_shifted_input():
+    gen = torch.Generator().manual_seed(8)
+    xs = [torch.randn(4, 30, 12, generator=gen) * 3]
+    q = calibrate(NoisyQuantizer(dict(type='uniform', bits=4), seed=2), *xs)
+    q.set_noise(0.75, 0.25)
+    x = xs[0]
+    y = x + q.noise.reshape(1, 1, -1)
+    assert torch.equal(q.input_error_unfolded(x), q.quantizer(y) - y)
+    torch.testing.assert_close(q.input_error_unfolded(x), q.fake_quant_unfolded(x) - x, rtol=0, atol=1e-5)
+    w, w_q, _ = _layer(12, 20)
+    error = LinearOutputError(xs, w, w_q)
+    assert error.of_input_error(q.input_error_unfolded) == pytest.approx(error(q.fake_quant_unfolded), rel=1e-5)
