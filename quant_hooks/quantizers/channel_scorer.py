@@ -66,14 +66,15 @@ class ChannelStepSums:
         klo, khi = float_key(lo.float()).long(), float_key(hi.float()).long()
         shared = torch.zeros(k, dtype=torch.bool) if shared is None else shared.bool()
         thr = torch.empty(g, k, n_lev - 1, dtype=torch.long)
-        for mask, groups in ((~shared, slice(None)), (shared, slice(0, 1))):
+        for mask, once in ((~shared, False), (shared, True)):
             cands = mask.nonzero().squeeze(1)
             if not cands.numel():
                 continue
-            lev = self.levels[groups, cands]
-            # shared candidates: one group over the union of the ranges (a boundary is then clipped to each range)
-            a, b = (klo, khi) if groups != slice(0, 1) else (klo.min()[None], khi.max()[None])
-            thr[:, cands] = self._thresholds(quantize, cands, lev, a, b)
+            if once:  # one group over the union of the ranges (each boundary is clipped to its group's range below)
+                found = self._thresholds(quantize, cands, self.levels[:1, cands], klo.min()[None], khi.max()[None])
+            else:
+                found = self._thresholds(quantize, cands, self.levels[:, cands], klo, khi)
+            thr[:, cands] = found
         self.klo, self.khi = klo.to(torch.int32), khi.to(torch.int32)
         # distinct boundaries inside (klo, khi] per group, ascending, padded with _NO_BOUNDARY: a boundary at or below
         # klo is below every value (kept once, as klo), one above khi above every value
