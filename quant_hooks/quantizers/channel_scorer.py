@@ -26,7 +26,8 @@ CHANNEL_SCORER_MIN_VALUES = 64
 #: lookup cells per group: about this many per distinct boundary, within [MIN_CELLS, MAX_CELLS]
 CELLS_PER_BOUNDARY = 8
 MIN_CELLS, MAX_CELLS = 1 << 10, 1 << 16
-#: at most this many lookup entries per scorer (int32), whatever the number of groups
+#: at most this many lookup entries per scorer (int16 where the buckets fit, else int32), whatever the number of
+#: groups
 MAX_TABLE = 1 << 22
 #: at most this many step boundaries (groups x candidates x steps) per scorer: a scorer holds about 36 bytes per
 #: boundary (about 150 MB at the bound, W4 Swin-T's widest layer needs 3.7M); a search with more is scored
@@ -97,7 +98,12 @@ class ChannelStepSums:
         self._table(distinct, klo, khi)
         self.values_seen = 0
         self.values_searched = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        """Drop the running bucket counts and sums."""
         self._count = self._total = self._square = None
+        self._held = 0  # values per group added since
 
     @staticmethod
     def _thresholds(quantize, cands, levels, klo, khi):
@@ -180,7 +186,6 @@ class ChannelStepSums:
             self._count = count.to(torch.int32)  # half the memory while no bucket can reach 2^31 values
             self._total = torch.zeros(g * m, dtype=torch.float64)
             self._square = torch.zeros(g, dtype=torch.float64)
-            self._held = 0
         else:
             if self._held + xs.shape[1] > torch.iinfo(torch.int32).max:
                 self._count = self._count.long()
@@ -204,12 +209,12 @@ class ChannelStepSums:
             prefix = torch.nn.functional.pad(sums.cumsum(1), (1, 0))
             per_step.append(prefix.gather(1, edges).view(g, k, n_lev + 1).diff(dim=2))
         square = self._square
-        self._count = self._total = self._square = None
+        self._clear()
         return per_step[0], per_step[1], square
 
     def sums(self, xs: torch.Tensor):
         """:meth:`take` of the values ``xs`` alone; None when a value lies outside its group's range."""
-        self._count = self._total = self._square = None
+        self._clear()
         return self.take() if self.add(xs) else None
 
     def info(self) -> dict:
