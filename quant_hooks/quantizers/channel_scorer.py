@@ -8,10 +8,11 @@ candidate's every step (prefix sums over the buckets).
 
 The bucket of a value comes from a lookup table over equal cells of its channel's range: a cell that no
 boundary comes near (within a margin far larger than the float32 rounding of the cell index) gives the bucket
-of every value in it; the values of the other cells are placed by binary search among the boundaries of all
-channels (as order-preserving int32 keys, :func:`~.step_scorer.float_key`, so ``-0.0`` and ``+0.0`` and every
-value at a boundary go where the quantizer puts them). A dozen passes over the values instead of a sort of each
-channel.
+of every value in it; a cell that boundaries come near gives the boundaries certainly below it, and its values
+are placed by a short binary search among the few boundaries that may cut it (on order-preserving int32 keys,
+:func:`~.step_scorer.float_key`, so every value at a boundary goes where the quantizer puts it; ``-0.0`` counts
+as ``+0.0``, as it does in the quantizer's arithmetic). The values are processed in tiles of a few channels by a
+few thousand values, small enough to stay in cache: a dozen cheap passes over each tile, no sort.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .step_scorer import check_steps, float_key, key_float, step_thresholds
+from .step_scorer import _workspace, check_steps, float_key, key_float, step_thresholds
 
 #: groups with fewer values per tensor are scored candidate by candidate
 CHANNEL_SCORER_MIN_VALUES = 64
@@ -36,8 +37,10 @@ MAX_BOUNDARIES = 1 << 22
 #: margin around each cell, in cells: the float32 cell index of a value is off by less than 2e-7 * cells (< 0.02)
 CELL_MARGIN = 0.05
 #: ranges whose cell index float32 cannot compute within the margin (cells of subnormal width, ranges near the
-#: float32 maximum) have every value placed by binary search
+#: float32 maximum) have every value placed by binary search among all the boundaries of their group
 _MAX_INV_WIDTH, _MAX_SPAN = 1e30, 1e37
+#: values are bucketed and summed in tiles of at most TILE_ROWS groups by TILE_VALUES values (in cache)
+TILE_ROWS, TILE_VALUES = 16, 1 << 16
 
 _NO_BOUNDARY = 2**31 - 1  # above every finite value's key
 
@@ -49,7 +52,7 @@ class ChannelStepSums:
         quantize: ``quantize(x, cands)`` fake-quantizes the float32 ``[G', K', M]`` tensor ``x``: row ``k`` with
             candidate ``cands[k]`` of each group (``G' = G``), or of any group (``G' = 1``, used only for the
             candidates in ``shared``); for every group and candidate a non-decreasing function whose outputs are
-            ``levels``.
+            ``levels``, equal at ``-0.0`` and ``+0.0``.
         levels: ``[G, K, L]`` float32 outputs of each candidate, in increasing order.
         lo, hi: ``[G]``: every value of group ``g`` lies in ``[lo[g], hi[g]]``.
         shared: optional ``[K]`` bool: candidates that are the same function in every group (a layer-wise range
@@ -64,7 +67,8 @@ class ChannelStepSums:
                  lo: torch.Tensor, hi: torch.Tensor, shared: torch.Tensor | None = None):
         self.levels = levels.float()
         g, k, n_lev = self.levels.shape
-        klo, khi = float_key(lo.float()).long(), float_key(hi.float()).long()
+        # + 0.0 turns -0.0 into +0.0: the keys of the range then order as the floats do
+        klo, khi = float_key(lo.float() + 0.0).long(), float_key(hi.float() + 0.0).long()
         shared = torch.zeros(k, dtype=torch.bool) if shared is None else shared.bool()
         thr = torch.empty(g, k, n_lev - 1, dtype=torch.long)
         for mask, once in ((~shared, False), (shared, True)):
@@ -76,7 +80,7 @@ class ChannelStepSums:
             else:
                 found = self._thresholds(quantize, cands, self.levels[:, cands], klo, khi)
             thr[:, cands] = found
-        self.klo, self.khi = klo.to(torch.int32), khi.to(torch.int32)
+        self.lo32, self.hi32 = key_float(klo), key_float(khi)
         # distinct boundaries inside (klo, khi] per group, ascending, padded with _NO_BOUNDARY: a boundary at or below
         # klo is below every value (kept once, as klo), one above khi above every value
         clipped = torch.where(thr > khi[:, None, None], _NO_BOUNDARY, thr.clamp(min=klo[:, None, None])).view(g, -1)
@@ -91,9 +95,6 @@ class ChannelStepSums:
         # entry j + 1 of the prefix sums (which start with 0)
         self.below_index = torch.empty_like(rank).scatter_(1, order, rank).add_(1).view(thr.shape).int()
         del thr, clipped, ordered, order, new, rank
-        # binary search of all groups at once: group g's keys shifted by g * 2^32
-        offset = torch.arange(g, dtype=torch.long)[:, None] << 32
-        self.flat_bounds = (distinct + offset).reshape(-1).contiguous()
         self.group_stride = m
         self._table(distinct, klo, khi)
         self.values_seen = 0
@@ -118,7 +119,8 @@ class ChannelStepSums:
 
     def _table(self, distinct: torch.Tensor, klo: torch.Tensor, khi: torch.Tensor) -> None:
         """The cell lookup: ``table[g * cells + c]`` = the bucket of every value in cell ``c`` of group ``g``, or
-        -1 where a boundary lies within the cell (widened by the margin)."""
+        ``-1 - j`` where a boundary lies within the cell (widened by the margin) and ``j`` boundaries lie certainly
+        below it; the boundaries that may cut a cell are searched in a window of ``self.window`` from there."""
         g, m = distinct.shape
         cells = 1 << max(0, (CELLS_PER_BOUNDARY * max(1, self.n_bounds) - 1).bit_length())
         cells = max(MIN_CELLS, min(MAX_CELLS, cells, max(1, MAX_TABLE // g)))
@@ -139,60 +141,115 @@ class ChannelStepSums:
         below = torch.cumsum(count, 1, dtype=torch.int32)[:, :cells]
         count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells + 1), ones)
         reach = torch.cumsum(count, 1, dtype=torch.int32)[:, 1:cells + 1]
+        del count, ones, first_clear, first_reach, pos
         self.cells = cells
-        table = below.masked_fill_((below != reach) | ~usable[:, None], -1).reshape(-1)
-        small = m < torch.iinfo(torch.int16).max  # buckets 0..m fit int16: half the memory
+        cut = (below != reach) & usable[:, None]
+        # the boundaries that may cut a cell follow the `below` certain ones: a window of the next `window` (a power
+        # of two above the most that one cell may hold) holds them all
+        most = int((reach - below)[cut].max()) if bool(cut.any()) else 0
+        self.window = 1 << most.bit_length()
+        table = torch.where(cut | ~usable[:, None], -1 - below, below).masked_fill_(~usable[:, None], -1).reshape(-1)
+        del below, reach, cut
+        small = m < torch.iinfo(torch.int16).max  # buckets 0..m (and -1 - m) fit int16: half the memory
         self.table = table.to(torch.int16 if small else torch.int32).contiguous()
-        self.lo32 = lo.float()
         self.inv32 = torch.where(usable, inv, 0).float()
         self.cell_offset = torch.arange(g, dtype=torch.int32) * cells
-        self.bucket_offset = torch.arange(g, dtype=torch.int32) * (m + 1)
+        # int32 keys of each group's distinct boundaries, every row padded so that a window never leaves it
+        self.bounds = torch.nn.functional.pad(distinct, (0, self.window), value=_NO_BOUNDARY).to(torch.int32)
+        self.bound_stride = m + self.window
+        # groups without usable cells: their values are searched among all their boundaries
+        self.unusable = (~usable).nonzero().squeeze(1)
+        self._flat = None
+        if self.unusable.numel():
+            offset = torch.arange(g, dtype=torch.long)[:, None] << 32
+            self._flat = (distinct + offset).reshape(-1).contiguous()
+        self.usable = usable
+
+    def _inside(self, xs: torch.Tensor) -> bool:
+        """Whether every value lies in its group's range (False for NaN)."""
+        return bool(((xs.amin(1) >= self.lo32) & (xs.amax(1) <= self.hi32)).all())
+
+    def _tiles(self, xs: torch.Tensor):
+        g, s = xs.shape
+        cols = max(1, TILE_VALUES // min(g, TILE_ROWS))
+        for r0 in range(0, g, TILE_ROWS):
+            for c0 in range(0, s, cols):
+                yield r0, min(g, r0 + TILE_ROWS), c0, min(s, c0 + cols)
+
+    def _tile_buckets(self, tile: torch.Tensor, r0: int, r1: int):
+        """The tile's values (a contiguous float32 copy) and the bucket of each value (int32, same shape, not
+        offset by group)."""
+        r, t = tile.shape
+        n = r * t
+        x = _workspace('tile_x', n, torch.float32).view(r, t).copy_(tile)
+        f = torch.sub(x, self.lo32[r0:r1, None], out=_workspace('tile_f', n, torch.float32).view(r, t))
+        f.mul_(self.inv32[r0:r1, None]).clamp_(0, self.cells - 1)  # >= 0: the int conversion below is the floor
+        cell = _workspace('tile_cell', n, torch.int32).view(r, t).copy_(f).add_(self.cell_offset[r0:r1, None])
+        entry = torch.index_select(self.table, 0, cell.view(-1),
+                                   out=_workspace('tile_entry', n, self.table.dtype))
+        bucket = _workspace('tile_bucket', n, torch.int32).copy_(entry)
+        near = (bucket < 0).nonzero().squeeze(1)
+        if near.numel():
+            group = torch.div(near, t, rounding_mode='floor').add_(r0)
+            bucket[near] = self._place(x.view(-1)[near], group, -1 - bucket[near])
+            self.values_searched += near.numel()
+        return x, bucket.view(r, t)
+
+    def _place(self, values: torch.Tensor, group: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+        """Bucket of ``values`` of cut cells: ``below`` plus the boundaries of their window at or below them."""
+        keys = float_key(values + 0.0)  # + 0.0: -0.0 counts as +0.0
+        index = (group * self.bound_stride).to(torch.int32).add_(below)
+        step = self.window // 2
+        while step:  # branch-free binary search: the boundaries of a window ascend
+            reached = self.bounds.view(-1).index_select(0, index + (step - 1)) <= keys
+            index.add_(reached, alpha=step)
+            step //= 2
+        bucket = index.sub_((group * self.bound_stride).to(torch.int32))
+        if self._flat is not None:
+            lost = torch.isin(group, self.unusable).nonzero().squeeze(1)
+            if lost.numel():
+                g = group[lost]
+                found = torch.searchsorted(self._flat, keys[lost].long() + (g << 32), right=True)
+                bucket[lost] = (found - g * self.group_stride).to(torch.int32)
+        return bucket
 
     def buckets(self, xs: torch.Tensor) -> torch.Tensor | None:
         """``[G, S]`` int32: the bucket of each float32 value (distinct boundaries of its group at or below it),
-        offset by ``g * (boundaries + 1)``; None when a value lies outside its group's range. Channel-last values
-        are copied to ``[G, S]`` memory first: the lookups and searches then stay within one group's entries."""
-        xs = xs.contiguous()
-        keys = float_key(xs)
-        if bool((keys.amin(1) < self.klo).any() | (keys.amax(1) > self.khi).any()):
+        offset by ``g * (boundaries + 1)``; None when a value lies outside its group's range."""
+        if not self._inside(xs):
             return None
-        g, s = xs.shape
-        cell = torch.sub(xs, self.lo32[:, None]).mul_(self.inv32[:, None]).floor_()
-        cell = cell.clamp_(0, self.cells - 1).to(torch.int32).add_(self.cell_offset[:, None])
-        bucket = self.table.index_select(0, cell.view(-1)).to(torch.int32)
-        near = (bucket < 0).nonzero().squeeze(1)
-        if near.numel():
-            group = torch.div(near, s, rounding_mode='floor')
-            flat_key = keys.view(-1)[near].long() + (group << 32)
-            found = torch.searchsorted(self.flat_bounds, flat_key, right=True) - group * self.group_stride
-            bucket[near] = found.to(torch.int32)
+        out = torch.empty(xs.shape, dtype=torch.int32)
+        m = self.group_stride + 1
+        for r0, r1, c0, c1 in self._tiles(xs):
+            _, bucket = self._tile_buckets(xs[r0:r1, c0:c1], r0, r1)
+            out[r0:r1, c0:c1] = bucket + torch.arange(r0, r1, dtype=torch.int32)[:, None] * m
         self.values_seen += xs.numel()
-        self.values_searched += near.numel()
-        return bucket.view(g, s).add_(self.bucket_offset[:, None])
+        return out
 
     def add(self, xs: torch.Tensor) -> bool:
         """Add the float32 ``[G, S]`` values ``xs`` to the running bucket counts and sums; False (nothing added)
         when a value lies outside its group's range."""
-        xs = xs.contiguous()
-        bucket = self.buckets(xs)
-        if bucket is None:
+        if not self._inside(xs):
             return False
-        g = xs.shape[0]
+        g, s = xs.shape
         m = self.group_stride + 1
-        index = bucket.view(-1)
-        xd = xs.view(-1).double()
-        count = torch.bincount(index, minlength=g * m).view(g, m)
         if self._count is None:
-            self._count = count.to(torch.int32)  # half the memory while no bucket can reach 2^31 values
+            self._count = torch.zeros(g * m, dtype=torch.int32)  # half the memory while no bucket can reach 2^31
             self._total = torch.zeros(g * m, dtype=torch.float64)
             self._square = torch.zeros(g, dtype=torch.float64)
-        else:
-            if self._held + xs.shape[1] > torch.iinfo(torch.int32).max:
-                self._count = self._count.long()
-            self._count += count
-        self._held += xs.shape[1]
-        self._total.index_add_(0, index, xd)
-        self._square += xd.square_().view(g, -1).sum(1)
+        elif self._held + s > torch.iinfo(torch.int32).max:
+            self._count = self._count.long()
+        self._held += s
+        local = torch.arange(min(g, TILE_ROWS), dtype=torch.int32)[:, None] * m
+        for r0, r1, c0, c1 in self._tiles(xs):
+            x, bucket = self._tile_buckets(xs[r0:r1, c0:c1], r0, r1)
+            r = r1 - r0
+            index = bucket.add_(local[:r]).view(-1)
+            xd = _workspace('tile_xd', x.numel(), torch.float64).view(x.shape).copy_(x)
+            self._count[r0 * m:r1 * m] += torch.bincount(index, minlength=r * m)
+            self._total[r0 * m:r1 * m] += torch.bincount(index, xd.view(-1), minlength=r * m)
+            self._square[r0:r1] += torch.linalg.vecdot(xd, xd)
+        self.values_seen += xs.numel()
         return True
 
     def take(self):
@@ -205,8 +262,8 @@ class ChannelStepSums:
         edges = torch.cat([torch.zeros(g, k, 1, dtype=torch.long), self.below_index.long(),
                            torch.full((g, k, 1), m, dtype=torch.long)], dim=2).view(g, -1)
         per_step = []
-        for sums in (self._count.double(), self._total.view(g, m)):
-            prefix = torch.nn.functional.pad(sums.cumsum(1), (1, 0))
+        for sums in (self._count.double(), self._total):
+            prefix = torch.nn.functional.pad(sums.view(g, m).cumsum(1), (1, 0))
             per_step.append(prefix.gather(1, edges).view(g, k, n_lev + 1).diff(dim=2))
         square = self._square
         self._clear()
@@ -218,7 +275,7 @@ class ChannelStepSums:
         return self.take() if self.add(xs) else None
 
     def info(self) -> dict:
-        """Values scored, those placed by binary search, and the lookup cells per group."""
+        """Values scored, those placed by binary search, the lookup cells per group, the most distinct boundaries
+        of a group and the search window of a cut cell."""
         return dict(values=self.values_seen, searched=self.values_searched, cells=self.cells,
-                    boundaries=self.n_bounds)
-
+                    boundaries=self.n_bounds, window=self.window)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from quant_hooks.quantizers import channel_scorer as scorer_mod
 from quant_hooks.quantizers import hybrid as hybrid_mod
 from quant_hooks.quantizers.functional import affine_params, fake_quant_affine
 from quant_hooks.quantizers.step_scorer import key_float
@@ -108,7 +109,7 @@ def test_values_next_to_every_boundary_near_zero_and_in_odd_ranges_land_in_their
     alphas = torch.tensor([0.5, 0.61, 0.8, 1.0])
     scorer, levels, _ = _affine_candidates(x, 4, alphas)
     # add the neighbours of every boundary that lies inside each channel's range
-    thr = key_float(scorer.flat_bounds.reshape(len(rows), -1) - (torch.arange(len(rows))[:, None] << 32))
+    thr = key_float(scorer.bounds[:, :scorer.group_stride])
     extra = torch.stack([torch.nextafter(thr, thr - 1), thr, torch.nextafter(thr, thr + 1)], -1).reshape(len(rows), -1)
     inside = (extra >= x.amin(1, keepdim=True)) & (extra <= x.amax(1, keepdim=True))
     x = torch.cat([x, torch.where(inside, extra, x[:, :1])], dim=1)
@@ -203,3 +204,38 @@ def test_bucket_counts_widen_before_they_could_overflow():
     assert scorer._count.dtype == torch.int64
     n, _, _ = scorer.take()
     assert torch.equal(n, 2 * scorer.sums(x)[0])
+
+
+@pytest.mark.parametrize('rows,values', [(3, 300), (16, 1 << 16), (5, 7)])
+def test_tiles_of_any_size_give_the_same_sums(rows, values, monkeypatch):
+    """Tiles that split the groups and the values unevenly (and a channel-last view) sum to the reference."""
+    monkeypatch.setattr(scorer_mod, 'TILE_ROWS', rows)
+    monkeypatch.setattr(scorer_mod, 'TILE_VALUES', values)
+    x = channels(7, 1001, 4)
+    scorer, levels, q = _affine_candidates(x, 4, torch.tensor([0.55, 0.8, 1.0]))
+    hit = q[..., None] == levels[:, :, None, :]
+    for xs in (x, x.t().contiguous().t()):
+        n, s1, s2 = scorer.sums(xs)
+        assert torch.equal(n, hit.sum(2).double())
+        torch.testing.assert_close(s1, (hit * x.double()[:, None, :, None]).sum(2), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(s2, (x.double()**2).sum(1), rtol=1e-12, atol=0)
+
+
+def test_values_of_cut_cells_are_searched_in_a_short_window():
+    """A cell that boundaries may cut is searched among a window of a few boundaries after those certainly below
+    it, whatever the number of boundaries of the group."""
+    x = torch.randn(4, 20000, generator=torch.Generator().manual_seed(8))
+    scorer, levels, q = _affine_candidates(x, 8, torch.linspace(0.3, 1.0, 12))
+    info = scorer.info()
+    assert info['boundaries'] > 1000 and 1 <= info['window'] <= 16, info
+    n, _, _ = scorer.sums(x)
+    assert scorer.info()['searched'] > 0
+    step = torch.searchsorted(levels.contiguous(), q.contiguous())  # q is one of the levels: its index
+    assert torch.equal(n, torch.zeros_like(n).scatter_add_(2, step, torch.ones_like(step, dtype=n.dtype)))
+
+
+def test_nan_is_outside_every_range():
+    x = channels(3, 500, 1)
+    scorer, _, _ = _affine_candidates(x, 4, torch.tensor([1.0]))
+    x[1, 10] = float('nan')
+    assert scorer.sums(x) is None
