@@ -31,7 +31,7 @@ import math
 import torch
 
 from .errors import QuantizerError, check_choice
-from .functional import group_quantiles, group_tail, masked_group_quantile, strided_columns, values_beyond
+from .functional import fake_quant_affine, group_quantiles, group_tail, masked_group_quantile, strided_columns, values_beyond
 from .granularity import Granularity
 
 QUANTILE_MODES = ('all', 'per_batch_mean')
@@ -387,12 +387,44 @@ def alpha_grid(alpha_range, steps: int) -> list[float]:
 
 
 def error_sum(x: torch.Tensor, xq: torch.Tensor, p: float = 2.0, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-row sum of ``|x - x̂|^p`` (times ``weight``) of ``[G, S]`` tensors, ``[G]``; overwrites ``xq``."""
+    """Sum over the last axis of ``|x - x̂|^p`` (times ``weight``): ``[G]`` for ``[G, S]`` tensors (any leading
+    axes); overwrites ``xq``."""
     d = xq.sub_(x)
     if p == 2.0 and weight is None:
-        return torch.linalg.vector_norm(d, 2, dim=1).square_()  # one pass over the values, no temporary
+        return torch.linalg.vector_norm(d, 2, dim=-1).square_()  # one pass over the values, no temporary
     d = d.abs_()
     d = d.square_() if p == 2.0 else d.pow_(p)
     if weight is not None:
         d.mul_(weight)
-    return d.sum(dim=1)
+    return d.sum(dim=-1)
+
+
+#: values per tile of :func:`affine_candidate_errors` (about 1 MB of float32: it stays in cache)
+CANDIDATE_TILE = 1 << 18
+
+
+def affine_candidate_errors(xs: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin, qmax,
+                            p: float = 2.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``[G, K]``: :func:`error_sum` of the ``[G, S]`` values ``xs`` fake-quantized with each candidate
+    ``(scale[:, k], zero_point[:, k])`` (``[G, K]``).
+
+    Short rows (weights) are quantized in tiles of a few rows by a few candidates, small enough to stay in cache;
+    long rows candidate by candidate. Each row is reduced over its values as in the candidate loop, so both give
+    the same numbers.
+    """
+    g, s = xs.shape
+    k = scale.shape[1]
+    if s >= CANDIDATE_TILE:
+        return torch.stack([error_sum(xs, fake_quant_affine(xs, scale[:, i, None], zero_point[:, i, None], qmin, qmax),
+                                      p, weight) for i in range(k)], dim=1)
+    cands = min(k, max(1, CANDIDATE_TILE // s))
+    rows = max(1, CANDIDATE_TILE // (s * cands))
+    out = torch.empty(g, k, dtype=xs.dtype, device=xs.device)
+    for r0 in range(0, g, rows):
+        x = xs[r0:r0 + rows, None, :]
+        w = None if weight is None else weight[r0:r0 + rows, None, :]
+        for k0 in range(0, k, cands):
+            sl = (slice(r0, r0 + rows), slice(k0, k0 + cands))
+            xq = fake_quant_affine(x, scale[sl][..., None], zero_point[sl][..., None], qmin, qmax)
+            out[sl] = error_sum(x, xq, p, w)
+    return out

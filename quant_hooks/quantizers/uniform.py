@@ -7,7 +7,7 @@ from .base import Quantizer
 from .errors import QuantizerError, check_choice, check_percentiles
 from .functional import affine_params, fake_quant_affine, quantize_affine, uniform_qrange
 from .granularity import PerToken
-from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
+from .range_search import RangeSearch, affine_candidate_errors, alpha_grid, first_argmin
 from .registry import register_quantizer
 from .step_scorer import affine_levels, build_step_scorer, release_workspace, step_scorer_applies
 
@@ -128,12 +128,8 @@ class UniformQuantizer(Quantizer):
         errors = None if scorer is None else scorer.errors(xs, self._observed_range)
         if errors is not None:
             return errors[None, :]
-        errs = []
-        for i in range(self._cand_lo.shape[1]):  # loop over the candidates; vectorized over groups and values
-            scale, zp = affine_params(self._cand_lo[:, i], self._cand_hi[:, i], self.bits, self.symmetric)
-            xq = fake_quant_affine(xs, scale[:, None], zp[:, None], self.qmin, self.qmax)
-            errs.append(error_sum(xs, xq, self.error_p, weight))
-        return torch.stack(errs, dim=1)
+        scale, zp = affine_params(self._cand_lo, self._cand_hi, self.bits, self.symmetric)
+        return affine_candidate_errors(xs, scale, zp, self.qmin, self.qmax, self.error_p, weight)
 
     def _compute_params(self):
         if not self.requires_calibration:

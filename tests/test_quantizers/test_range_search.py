@@ -9,7 +9,8 @@ from qtest_utils import _student_t
 
 from quant_hooks.quantizers import (EmptyCalibrationError, QuantizerError, TailQuantiles, UniformQuantizer,
                                     build_quantizer, calibrate, run_calibration_passes)
-from quant_hooks.quantizers.functional import group_tail, values_beyond
+from quant_hooks.quantizers import range_search as rs
+from quant_hooks.quantizers.functional import affine_params, fake_quant_affine, group_tail, values_beyond
 from quant_hooks.quantizers.granularity import PerChannel, PerTensor
 from quant_hooks.quantizers.range_search import TAIL_SLACK, RangeSearch
 
@@ -235,3 +236,20 @@ def test_range_search_rejects_data_after_it_finished():
     s2.observe(torch.randn(2, 4), 'q')
     with pytest.raises(QuantizerError, match='parameter shape'):
         s2.observe(torch.randn(2, 5), 'q')
+
+
+@pytest.mark.parametrize('tile', [1 << 18, 2000, 300, 50])
+@pytest.mark.parametrize('p,weighted', [(2.0, False), (2.0, True), (2.4, False)])
+def test_affine_candidate_errors_equal_the_candidate_loop(tile, p, weighted, monkeypatch):
+    """Tiles of rows x candidates (split unevenly, or rows longer than a tile) give the loop's numbers."""
+    monkeypatch.setattr(rs, 'CANDIDATE_TILE', tile)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(13, 77, generator=gen) * torch.rand(13, 1, generator=gen)
+    weight = torch.rand(13, 77, generator=gen) if weighted else None
+    alphas = torch.linspace(0.2, 1.0, 9)
+    scale, zp = affine_params(xs.amin(1, keepdim=True) * alphas, xs.amax(1, keepdim=True) * alphas, 4, False)
+    got = rs.affine_candidate_errors(xs, scale, zp, 0, 15, p, weight)
+    for k in range(len(alphas)):
+        d = (fake_quant_affine(xs, scale[:, k:k + 1], zp[:, k:k + 1], 0, 15) - xs).abs() ** p
+        ref = (d * (1.0 if weight is None else weight)).sum(1)
+        torch.testing.assert_close(got[:, k], ref, rtol=1e-5, atol=1e-7)
