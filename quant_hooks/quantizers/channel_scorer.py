@@ -39,8 +39,9 @@ CELL_MARGIN = 0.05
 #: ranges whose cell index float32 cannot compute within the margin (cells of subnormal width, ranges near the
 #: float32 maximum) have every value placed by binary search among all the boundaries of their group
 _MAX_INV_WIDTH, _MAX_SPAN = 1e30, 1e37
-#: values are bucketed and summed in tiles of at most TILE_ROWS groups by TILE_VALUES values (in cache)
-TILE_ROWS, TILE_VALUES = 16, 1 << 16
+#: values are bucketed and summed in tiles of about TILE_VALUES values (in cache): TILE_ROWS groups of values
+#: in rows, or up to TILE_GROUPS_LAST groups of channel-last values (whole tokens: the tile is a view)
+TILE_ROWS, TILE_GROUPS_LAST, TILE_VALUES = 64, 64, 1 << 18
 
 _NO_BOUNDARY = 2**31 - 1  # above every finite value's key
 
@@ -131,27 +132,31 @@ class ChannelStepSums:
         valid = distinct < _NO_BOUNDARY
         pos = (key_float(torch.where(valid, distinct, 0)).double() - lo[:, None]) * inv[:, None]  # in cells
         pos = torch.where(distinct == klo[:, None], -torch.inf, pos)  # at the bottom of the range: below every value
-        # below[c]: boundaries certainly under every value of cell c (pos + margin < c); reach[c]: boundaries that
-        # may be at or under one of its values (pos - margin <= c + 1)
+        # below[c]: boundaries certainly under every value of cell c (pos + margin < c); span[c]: those that may be
+        # at or under one of its values (pos - margin <= c + 1) but are not certainly under all of them
         first_clear = torch.floor(pos + CELL_MARGIN).clamp(-1, cells).long() + 1  # the cells it is below
-        first_reach = torch.ceil(pos - CELL_MARGIN).clamp(0, cells + 1).long()  # reaches cells >= first_reach - 1
-        count = torch.zeros(g, cells + 2, dtype=torch.int32)
-        ones = torch.ones_like(first_clear, dtype=torch.int32)
-        count.scatter_add_(1, torch.where(valid, first_clear, cells + 1), ones)
-        below = torch.cumsum(count, 1, dtype=torch.int32)[:, :cells]
-        count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells + 1), ones)
-        reach = torch.cumsum(count, 1, dtype=torch.int32)[:, 1:cells + 1]
-        del count, ones, first_clear, first_reach, pos
+        first_reach = torch.ceil(pos - CELL_MARGIN).clamp(1, cells + 1).long() - 1  # the cells it may reach
+        del pos
+        small = m < torch.iinfo(torch.int16).max  # buckets 0..m (and -1 - m) fit int16: half the memory
+        dtype = torch.int16 if small else torch.int32
+        count = torch.zeros(g, cells + 1, dtype=dtype)
+        ones = torch.ones_like(first_clear, dtype=dtype)
+        clear = torch.where(valid, first_clear.clamp_(max=cells), cells)  # cells: under no cell
+        below = torch.cumsum(count.scatter_add_(1, clear, ones), 1, dtype=dtype)[:, :cells]
+        count.zero_().scatter_add_(1, torch.where(valid, first_reach, cells), ones).scatter_add_(1, clear, -ones)
+        span = torch.cumsum(count, 1, dtype=dtype)[:, :cells]
+        del count, ones, clear, first_clear, first_reach
         self.cells = cells
-        cut = (below != reach) & usable[:, None]
+        if not bool(usable.all()):
+            span.masked_fill_(~usable[:, None], 0)
         # the boundaries that may cut a cell follow the `below` certain ones: a window of the next `window` (a power
         # of two above the most that one cell may hold) holds them all
-        most = int((reach - below)[cut].max()) if bool(cut.any()) else 0
-        self.window = 1 << most.bit_length()
-        table = torch.where(cut | ~usable[:, None], -1 - below, below).masked_fill_(~usable[:, None], -1).reshape(-1)
-        del below, reach, cut
-        small = m < torch.iinfo(torch.int16).max  # buckets 0..m (and -1 - m) fit int16: half the memory
-        self.table = table.to(torch.int16 if small else torch.int32).contiguous()
+        self.window = 1 << int(span.max()).bit_length()
+        table = torch.where(span > 0, below.bitwise_not(), below)  # ~j = -1 - j
+        if not bool(usable.all()):
+            table.masked_fill_(~usable[:, None], -1)
+        self.table = table.reshape(-1)
+        del below, span, table
         self.inv32 = torch.where(usable, inv, 0).float()
         self.cell_offset = torch.arange(g, dtype=torch.int32) * cells
         # int32 keys of each group's distinct boundaries, every row padded so that a window never leaves it
@@ -170,30 +175,46 @@ class ChannelStepSums:
         return bool(((xs.amin(1) >= self.lo32) & (xs.amax(1) <= self.hi32)).all())
 
     def _tiles(self, xs: torch.Tensor):
-        g, s = xs.shape
-        cols = max(1, TILE_VALUES // min(g, TILE_ROWS))
-        for r0 in range(0, g, TILE_ROWS):
-            for c0 in range(0, s, cols):
-                yield r0, min(g, r0 + TILE_ROWS), c0, min(s, c0 + cols)
+        """``(r0, r1, tile, axis)``: contiguous float32 tiles of ``xs`` holding groups ``r0:r1`` along ``axis``.
 
-    def _tile_buckets(self, tile: torch.Tensor, r0: int, r1: int):
-        """The tile's values (a contiguous float32 copy) and the bucket of each value (int32, same shape, not
-        offset by group)."""
-        r, t = tile.shape
-        n = r * t
-        x = _workspace('tile_x', n, torch.float32).view(r, t).copy_(tile)
-        f = torch.sub(x, self.lo32[r0:r1, None], out=_workspace('tile_f', n, torch.float32).view(r, t))
-        f.mul_(self.inv32[r0:r1, None]).clamp_(0, self.cells - 1)  # >= 0: the int conversion below is the floor
-        cell = _workspace('tile_cell', n, torch.int32).view(r, t).copy_(f).add_(self.cell_offset[r0:r1, None])
-        entry = torch.index_select(self.table, 0, cell.view(-1),
-                                   out=_workspace('tile_entry', n, self.table.dtype))
+        Rows of ``xs`` in memory give ``[groups, values]`` tiles (``axis`` 0); channel-last values (``xs`` a
+        transposed view) give ``[values, groups]`` tiles (``axis`` 1) of all groups where they fit, which are plain
+        views of the memory: no tile is ever transposed."""
+        g, s = xs.shape
+        last = xs.stride(0) == 1 and xs.stride(1) != 1 and s > 1
+        if not last and xs.stride(1) != 1:
+            xs = xs.contiguous()
+        rows = min(g, TILE_GROUPS_LAST if last else TILE_ROWS)
+        cols = max(1, TILE_VALUES // rows)
+        for r0 in range(0, g, rows):
+            r1 = min(g, r0 + rows)
+            for c0 in range(0, s, cols):
+                part = xs[r0:r1, c0:c0 + cols]
+                part = part.t() if last else part
+                if not part.is_contiguous():
+                    part = _workspace('tile_x', part.numel(), torch.float32).view(part.shape).copy_(part)
+                yield r0, r1, part, int(last)
+
+    def _tile_buckets(self, x: torch.Tensor, r0: int, r1: int, axis: int) -> torch.Tensor:
+        """int32 bucket of each value of the contiguous tile ``x`` (groups ``r0:r1`` along ``axis``), not offset
+        by group."""
+        n = x.numel()
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        f = torch.sub(x, self.lo32[r0:r1].view(shape), out=_workspace('tile_f', n, torch.float32).view(x.shape))
+        f.mul_(self.inv32[r0:r1].view(shape)).clamp_(0, self.cells - 1)  # >= 0: the int conversion is the floor
+        cell = _workspace('tile_cell', n, torch.int32).view(x.shape).copy_(f)
+        cell.add_(self.cell_offset[r0:r1].view(shape))
+        entry = torch.index_select(self.table, 0, cell.view(-1), out=_workspace('tile_entry', n, self.table.dtype))
         bucket = _workspace('tile_bucket', n, torch.int32).copy_(entry)
         near = (bucket < 0).nonzero().squeeze(1)
         if near.numel():
-            group = torch.div(near, t, rounding_mode='floor').add_(r0)
+            if axis == 0:
+                group = torch.div(near, x.shape[1], rounding_mode='floor').add_(r0)
+            else:
+                group = torch.remainder(near, x.shape[1]).add_(r0)
             bucket[near] = self._place(x.view(-1)[near], group, -1 - bucket[near])
             self.values_searched += near.numel()
-        return x, bucket.view(r, t)
+        return bucket.view(x.shape)
 
     def _place(self, values: torch.Tensor, group: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
         """Bucket of ``values`` of cut cells: ``below`` plus the boundaries of their window at or below them."""
@@ -220,9 +241,13 @@ class ChannelStepSums:
             return None
         out = torch.empty(xs.shape, dtype=torch.int32)
         m = self.group_stride + 1
-        for r0, r1, c0, c1 in self._tiles(xs):
-            _, bucket = self._tile_buckets(xs[r0:r1, c0:c1], r0, r1)
-            out[r0:r1, c0:c1] = bucket + torch.arange(r0, r1, dtype=torch.int32)[:, None] * m
+        c0 = {}
+        for r0, r1, x, axis in self._tiles(xs):
+            bucket = self._tile_buckets(x, r0, r1, axis)
+            bucket = (bucket if axis == 0 else bucket.t()) + torch.arange(r0, r1, dtype=torch.int32)[:, None] * m
+            start = c0.get(r0, 0)
+            out[r0:r1, start:start + bucket.shape[1]] = bucket
+            c0[r0] = start + bucket.shape[1]
         self.values_seen += xs.numel()
         return out
 
@@ -240,15 +265,15 @@ class ChannelStepSums:
         elif self._held + s > torch.iinfo(torch.int32).max:
             self._count = self._count.long()
         self._held += s
-        local = torch.arange(min(g, TILE_ROWS), dtype=torch.int32)[:, None] * m
-        for r0, r1, c0, c1 in self._tiles(xs):
-            x, bucket = self._tile_buckets(xs[r0:r1, c0:c1], r0, r1)
+        local = torch.arange(min(g, max(TILE_ROWS, TILE_GROUPS_LAST)), dtype=torch.int32) * m
+        for r0, r1, x, axis in self._tiles(xs):
             r = r1 - r0
-            index = bucket.add_(local[:r]).view(-1)
+            bucket = self._tile_buckets(x, r0, r1, axis)
+            index = bucket.add_(local[:r].view((-1, 1) if axis == 0 else (1, -1))).view(-1)
             xd = _workspace('tile_xd', x.numel(), torch.float64).view(x.shape).copy_(x)
             self._count[r0 * m:r1 * m] += torch.bincount(index, minlength=r * m)
             self._total[r0 * m:r1 * m] += torch.bincount(index, xd.view(-1), minlength=r * m)
-            self._square[r0:r1] += torch.linalg.vecdot(xd, xd)
+            self._square[r0:r1] += torch.linalg.vecdot(xd, xd) if axis == 0 else xd.square_().sum(0)
         self.values_seen += xs.numel()
         return True
 

@@ -29,6 +29,11 @@ class Granularity:
         """Shape of a per-group parameter that broadcasts against ``x``'s trailing dimensions."""
         raise NotImplementedError
 
+    def extrema(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[G]`` minimum and maximum of each group."""
+        g = self.grouped(x)
+        return g.amin(dim=1), g.amax(dim=1)
+
     @property
     def dynamic(self) -> bool:
         return False
@@ -67,6 +72,15 @@ class PerChannel(Granularity):
 
     def grouped(self, x):
         return x.movedim(self._axis(x), 0).reshape(x.shape[self._axis(x)], -1)
+
+    def extrema(self, x):
+        """Reduced over the other axes in place: no ``[G, S]`` copy of a layout that does not flatten to one
+        (heads split off the channels)."""
+        axis = self._axis(x)
+        if x.dim() == 1:
+            return x, x
+        others = tuple(d for d in range(x.dim()) if d != axis)
+        return x.amin(dim=others), x.amax(dim=others)
 
     def param_shape(self, x):
         axis = self._axis(x)

@@ -236,13 +236,16 @@ class RangeSearch:
     # -- observation ----------------------------------------------------------------------------------------
     def grouped(self, x: torch.Tensor, where: str) -> torch.Tensor:
         """``x`` as ``[G, S]`` float, checking that the parameter shape does not change between tensors."""
+        self._check_shape(x, where)
+        return self.granularity.grouped(x).float()
+
+    def _check_shape(self, x: torch.Tensor, where: str) -> None:
         shape = self.granularity.param_shape(x)
         if self.param_shape is not None and shape != self.param_shape:
             raise QuantizerError(f'{where}: observed parameter shape {shape} differs from earlier tensors '
                                  f'{self.param_shape}; a {self.granularity.name} quantizer needs a fixed size along '
                                  'its axis')
         self.param_shape = shape
-        return self.granularity.grouped(x).float()
 
     def observe(self, x: torch.Tensor, where: str, valid: torch.Tensor | None = None, grouped: bool = False):
         """Record one tensor; returns ``(values, weight)`` to score, or None.
@@ -253,6 +256,8 @@ class RangeSearch:
             valid: boolean mask of the values that count (same layout as ``x``), or None for all.
             grouped: ``x`` and ``valid`` are already ``[G, S]``.
         """
+        if self.stage == 'stats' and valid is None and not grouped and not self.levels and self.score != 'with_stats':
+            return self._observe_extrema(x, where)  # only the ranges: no [G, S] copy
         xg = x.float() if grouped else self.grouped(x, where)
         vg = None if valid is None else (valid if grouped else self.granularity.grouped(valid))
         counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long, device=xg.device) if vg is None \
@@ -268,6 +273,17 @@ class RangeSearch:
         if self.stage == 'score':
             return self._to_score(xg, vg)
         raise QuantizerError(f'{where}: observed data after its search finished; reset() it to calibrate again')
+
+    def _observe_extrema(self, x, where):
+        self._check_shape(x, where)
+        lo, hi = self.granularity.extrema(x)
+        lo, hi = lo.float().reshape(-1), hi.float().reshape(-1)
+        counts = torch.full_like(lo, x.numel() // max(1, lo.numel()), dtype=torch.long)
+        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        self.batches += 1
+        return None
 
     def _observe_stats(self, xg, vg):
         if vg is None:

@@ -253,3 +253,22 @@ def test_affine_candidate_errors_equal_the_candidate_loop(tile, p, weighted, mon
         d = (fake_quant_affine(xs, scale[:, k:k + 1], zp[:, k:k + 1], 0, 15) - xs).abs() ** p
         ref = (d * (1.0 if weight is None else weight)).sum(1)
         torch.testing.assert_close(got[:, k], ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('granularity,shape,perm', [
+    (PerChannel(-1), (5, 49, 3, 32), (0, 2, 1, 3)),  # heads split off the channels: no [G, S] view exists
+    (PerChannel(1), (2, 8, 6, 6), (0, 1, 2, 3)),
+    (PerChannel(0), (7, ), (0, )),
+    (PerTensor(), (4, 9), (1, 0)),
+])
+def test_ranges_are_reduced_in_place_and_equal_the_grouped_ones(granularity, shape, perm):
+    x = torch.randn(shape).permute(perm)
+    lo, hi = granularity.extrema(x)
+    grouped = granularity.grouped(x)
+    assert torch.equal(lo.reshape(-1), grouped.amin(1)) and torch.equal(hi.reshape(-1), grouped.amax(1))
+    search = RangeSearch(granularity)
+    assert search.observe(x, 'q') is None and search.observe(x * 2, 'q') is None
+    assert torch.equal(search.lo, torch.minimum(grouped.amin(1), 2 * grouped.amin(1)))
+    assert torch.equal(search.hi, torch.maximum(grouped.amax(1), 2 * grouped.amax(1)))
+    assert search.batches == 2 and torch.equal(search._pass_count, torch.full_like(search.lo, 2 * grouped.shape[1],
+                                                                                    dtype=torch.long))
