@@ -51,6 +51,11 @@ class PerTensor(Granularity):
     def grouped(self, x):
         return x.reshape(1, -1)
 
+    def extrema(self, x):
+        """One pass over ``x`` in place (no flattened copy of a non-contiguous tensor)."""
+        lo, hi = torch.aminmax(x)
+        return lo.reshape(1), hi.reshape(1)
+
     def param_shape(self, x):
         return ()
 
