@@ -39,9 +39,8 @@ CELL_MARGIN = 0.05
 #: ranges whose cell index float32 cannot compute within the margin (cells of subnormal width, ranges near the
 #: float32 maximum) have every value placed by binary search among all the boundaries of their group
 _MAX_INV_WIDTH, _MAX_SPAN = 1e30, 1e37
-#: values are bucketed and summed in tiles of about TILE_VALUES values (in cache): TILE_ROWS groups of values
-#: in rows, or up to TILE_GROUPS_LAST groups of channel-last values (whole tokens: the tile is a view)
-TILE_ROWS, TILE_GROUPS_LAST, TILE_VALUES = 64, 64, 1 << 18
+#: values are bucketed and summed in tiles of TILE_ROWS groups by about TILE_VALUES values (in cache)
+TILE_ROWS, TILE_VALUES = 64, 1 << 18
 
 _NO_BOUNDARY = 2**31 - 1  # above every finite value's key
 
@@ -168,7 +167,6 @@ class ChannelStepSums:
         if self.unusable.numel():
             offset = torch.arange(g, dtype=torch.long)[:, None] << 32
             self._flat = (distinct + offset).reshape(-1).contiguous()
-        self.usable = usable
 
     def _inside(self, xs: torch.Tensor) -> bool:
         """Whether every value lies in its group's range (False for NaN)."""
@@ -178,13 +176,13 @@ class ChannelStepSums:
         """``(r0, r1, tile, axis)``: contiguous float32 tiles of ``xs`` holding groups ``r0:r1`` along ``axis``.
 
         Rows of ``xs`` in memory give ``[groups, values]`` tiles (``axis`` 0); channel-last values (``xs`` a
-        transposed view) give ``[values, groups]`` tiles (``axis`` 1) of all groups where they fit, which are plain
-        views of the memory: no tile is ever transposed."""
+        transposed view) give ``[values, groups]`` tiles (``axis`` 1), copied row by row: no tile is ever
+        transposed."""
         g, s = xs.shape
         last = xs.stride(0) == 1 and xs.stride(1) != 1 and s > 1
         if not last and xs.stride(1) != 1:
             xs = xs.contiguous()
-        rows = min(g, TILE_GROUPS_LAST if last else TILE_ROWS)
+        rows = min(g, TILE_ROWS)
         cols = max(1, TILE_VALUES // rows)
         for r0 in range(0, g, rows):
             r1 = min(g, r0 + rows)
@@ -265,7 +263,7 @@ class ChannelStepSums:
         elif self._held + s > torch.iinfo(torch.int32).max:
             self._count = self._count.long()
         self._held += s
-        local = torch.arange(min(g, max(TILE_ROWS, TILE_GROUPS_LAST)), dtype=torch.int32) * m
+        local = torch.arange(min(g, TILE_ROWS), dtype=torch.int32) * m
         for r0, r1, x, axis in self._tiles(xs):
             r = r1 - r0
             bucket = self._tile_buckets(x, r0, r1, axis)

@@ -280,10 +280,13 @@ class RangeSearch:
         lo, hi = lo.float().reshape(-1), hi.float().reshape(-1)
         counts = torch.full_like(lo, x.numel() // max(1, lo.numel()), dtype=torch.long)
         self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+        self._merge_range(lo, hi)
+        return None
+
+    def _merge_range(self, lo, hi):
         self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
         self.batches += 1
-        return None
 
     def _observe_stats(self, xg, vg):
         if vg is None:
@@ -291,9 +294,7 @@ class RangeSearch:
         else:
             lo = xg.masked_fill(~vg, math.inf).amin(dim=1)
             hi = xg.masked_fill(~vg, -math.inf).amax(dim=1)
-        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
-        self.batches += 1
+        self._merge_range(lo, hi)
         if not self.levels:
             return
         if self._tails is not None:
