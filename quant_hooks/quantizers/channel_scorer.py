@@ -20,7 +20,8 @@ from typing import Callable
 
 import torch
 
-from .step_scorer import _workspace, check_steps, float_key, key_float, step_thresholds
+from .step_scorer import check_steps, float_key, key_float, step_thresholds
+from .workspace import workspace
 
 #: groups with fewer values per tensor are scored candidate by candidate
 CHANNEL_SCORER_MIN_VALUES = 64
@@ -190,7 +191,7 @@ class ChannelStepSums:
                 part = xs[r0:r1, c0:c0 + cols]
                 part = part.t() if last else part
                 if not part.is_contiguous():
-                    part = _workspace('tile_x', part.numel(), torch.float32).view(part.shape).copy_(part)
+                    part = workspace('tile_x', part.numel(), torch.float32).view(part.shape).copy_(part)
                 yield r0, r1, part, int(last)
 
     def _tile_buckets(self, x: torch.Tensor, r0: int, r1: int, axis: int) -> torch.Tensor:
@@ -198,12 +199,12 @@ class ChannelStepSums:
         by group."""
         n = x.numel()
         shape = (-1, 1) if axis == 0 else (1, -1)
-        f = torch.sub(x, self.lo32[r0:r1].view(shape), out=_workspace('tile_f', n, torch.float32).view(x.shape))
+        f = torch.sub(x, self.lo32[r0:r1].view(shape), out=workspace('tile_f', n, torch.float32).view(x.shape))
         f.mul_(self.inv32[r0:r1].view(shape)).clamp_(0, self.cells - 1)  # >= 0: the int conversion is the floor
-        cell = _workspace('tile_cell', n, torch.int32).view(x.shape).copy_(f)
+        cell = workspace('tile_cell', n, torch.int32).view(x.shape).copy_(f)
         cell.add_(self.cell_offset[r0:r1].view(shape))
-        entry = torch.index_select(self.table, 0, cell.view(-1), out=_workspace('tile_entry', n, self.table.dtype))
-        bucket = _workspace('tile_bucket', n, torch.int32).copy_(entry)
+        entry = torch.index_select(self.table, 0, cell.view(-1), out=workspace('tile_entry', n, self.table.dtype))
+        bucket = workspace('tile_bucket', n, torch.int32).copy_(entry)
         near = (bucket < 0).nonzero().squeeze(1)
         if near.numel():
             if axis == 0:
@@ -268,7 +269,7 @@ class ChannelStepSums:
             r = r1 - r0
             bucket = self._tile_buckets(x, r0, r1, axis)
             index = bucket.add_(local[:r].view((-1, 1) if axis == 0 else (1, -1))).view(-1)
-            xd = _workspace('tile_xd', x.numel(), torch.float64).view(x.shape).copy_(x)
+            xd = workspace('tile_xd', x.numel(), torch.float64).view(x.shape).copy_(x)
             self._count[r0 * m:r1 * m] += torch.bincount(index, minlength=r * m)
             self._total[r0 * m:r1 * m] += torch.bincount(index, xd.view(-1), minlength=r * m)
             self._square[r0:r1] += torch.linalg.vecdot(xd, xd) if axis == 0 else xd.square_().sum(0)

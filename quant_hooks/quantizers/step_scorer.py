@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from .workspace import workspace
+
 #: tensors with fewer values are scored candidate by candidate (the histogram does not pay off)
 STEP_SCORER_MIN_VALUES = 1 << 16
 #: fewer candidates are scored one by one (a few passes each cost less than the histogram)
@@ -55,23 +57,6 @@ def step_scorer_applies(xs: torch.Tensor, n_candidates: int, weight=None, error_
     candidates for the histogram to pay off."""
     return (weight is None and error_p == 2.0 and xs.shape[0] == 1 and xs.dtype == torch.float32
             and xs.shape[1] >= STEP_SCORER_MIN_VALUES and n_candidates >= STEP_SCORER_MIN_CANDIDATES)
-
-
-_WORKSPACE: dict = {}
-
-
-def _workspace(name: str, numel: int, dtype: torch.dtype, fill: float | None = None) -> torch.Tensor:
-    """A reused CPU buffer of at least ``numel`` values (calibration scores one tensor at a time)."""
-    buf = _WORKSPACE.get(name)
-    if buf is None or buf.numel() < numel or buf.dtype != dtype:
-        buf = torch.empty(numel, dtype=dtype) if fill is None else torch.full((numel, ), fill, dtype=dtype)
-        _WORKSPACE[name] = buf
-    return buf[:numel]
-
-
-def release_workspace() -> None:
-    """Drop the reused buffers (a quantizer calls it once its search is over)."""
-    _WORKSPACE.clear()
 
 
 def float_key(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,12 +217,12 @@ class StepErrorScorer:
             return None
         # block by block through reused buffers: fresh tensors of the input's size cost more in page faults than
         # the arithmetic
-        sums = _workspace('sums', 2 * self.nbins, torch.float64).view(2, self.nbins).zero_()
+        sums = workspace('sums', 2 * self.nbins, torch.float64).view(2, self.nbins).zero_()
         total_sq = torch.zeros((), dtype=torch.float64)
         m = min(flat.numel(), SCORE_BLOCK)
-        key, index = _workspace('key', m, torch.int32), _workspace('index', m, torch.long)
-        xd, mask = _workspace('xd', m, torch.float64), _workspace('mask', m, torch.uint8)
-        ones = _workspace('ones', m, torch.float64, fill=1.0)
+        key, index = workspace('key', m, torch.int32), workspace('index', m, torch.long)
+        xd, mask = workspace('xd', m, torch.float64), workspace('mask', m, torch.uint8)
+        ones = workspace('ones', m, torch.float64, fill=1.0)
         cut_values = []
         for start in range(0, flat.numel(), SCORE_BLOCK):
             xb = flat[start:start + SCORE_BLOCK]
@@ -275,7 +260,7 @@ class StepErrorScorer:
         and each step's bin range ``[edges[c, l], edges[c, l + 1])``."""
         if cut_bins is not None and len(cut_bins):
             sums.index_fill_(1, cut_bins, 0.0)
-        prefix = _workspace('prefix', sums.shape[0] * (sums.shape[1] + 1), sums.dtype).view(sums.shape[0], -1)
+        prefix = workspace('prefix', sums.shape[0] * (sums.shape[1] + 1), sums.dtype).view(sums.shape[0], -1)
         prefix[:, 0] = 0.0
         torch.cumsum(sums, 1, out=prefix[:, 1:])
         return prefix[:, edges[:, 1:]] - prefix[:, edges[:, :-1]]

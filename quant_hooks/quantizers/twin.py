@@ -9,7 +9,8 @@ from .functional import MIN_SCALE
 from .granularity import PerChannel, PerHead, PerTensor, require_granularity
 from .range_search import RangeSearch, alpha_grid, error_sum, first_argmin
 from .registry import register_quantizer
-from .step_scorer import affine_levels, build_step_scorer, release_workspace, step_scorer_applies
+from .step_scorer import affine_levels, build_step_scorer, step_scorer_applies
+from .workspace import release_workspace
 
 #: PTQ4ViT's fixed bound of the negative post-GELU range (GELU's minimum is about -0.16997)
 GELU_NEG_BOUND = 0.16997

@@ -9,7 +9,8 @@ from .functional import affine_params, fake_quant_affine, quantize_affine, unifo
 from .granularity import PerToken
 from .range_search import RangeSearch, affine_candidate_errors, alpha_grid, first_argmin
 from .registry import register_quantizer
-from .step_scorer import affine_levels, build_step_scorer, release_workspace, step_scorer_applies
+from .step_scorer import affine_levels, build_step_scorer, step_scorer_applies
+from .workspace import release_workspace
 
 RANGE_METHODS = ('minmax', 'percentile', 'mse')
 

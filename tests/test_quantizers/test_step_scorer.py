@@ -125,17 +125,17 @@ def test_twin_gelu_search_picks_the_same_alpha_with_and_without_the_histogram(mo
 
 
 def test_the_reused_buffers_are_released_when_the_search_ends():
-    from quant_hooks.quantizers import step_scorer
+    from quant_hooks.quantizers import workspace
     q = UniformQuantizer(4, range_method='mse')
     q.observing = True
     x = heavy_tailed(100_000, 2)
     q(x)
     q.end_pass()
     q(x)
-    assert step_scorer._WORKSPACE
+    assert workspace._WORKSPACE
     q.end_pass()
     q.freeze()
-    assert not step_scorer._WORKSPACE
+    assert not workspace._WORKSPACE
 
 
 @pytest.mark.parametrize('bits', [4, 8])
