@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os.path as osp
 import time
 
@@ -9,6 +10,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
 from mmengine.model import is_model_wrapper
+from tqdm import tqdm
 
 from ..adapters import run_batches
 from ..calibration import build_calibration_loader
@@ -35,6 +37,7 @@ class PTQHook(Hook):
         load_state: a quantizer state file saved by an earlier run: evaluate from it without calibrating.
         save_state: file name (in the work dir) for the calibrated quantizer state; ``None`` to skip.
         results_file: file name (in the work dir) of the results JSON.
+        progress: a progress bar over the batches of each calibration pass (main process only).
 
     Attributes:
         bypass: when True, ``before_test`` leaves the model in floating point and the metrics of that test run
@@ -48,8 +51,9 @@ class PTQHook(Hook):
 
     def __init__(self, method: dict | None = None, adapter: dict | None = None, calibration: dict | None = None,
                  load_state: str | None = None, save_state: str | None = 'quant_state.pth',
-                 results_file: str = 'quant_results.json'):
+                 results_file: str = 'quant_results.json', progress: bool = True):
         self._explicit = dict(method=method, adapter=adapter, calibration=calibration)
+        self.progress = bool(progress)
         self.load_state = load_state
         self.save_state = save_state
         self.results_file = results_file
@@ -117,7 +121,7 @@ class PTQHook(Hook):
             summary = {}
         else:
             loader, calib = build_calibration_loader(self._calibration(s))
-            summary = self.method.run(model, sites, lambda: run_batches(self.adapter, model, loader))
+            summary = self.method.run(model, sites, self._calibration_passes(model, loader))
             # every rank calibrated on the same images; rank 0's state makes them bit-identical
             broadcast_quantizer_state(model)
         seconds = time.perf_counter() - start
@@ -135,6 +139,21 @@ class PTQHook(Hook):
             save_quantizer_state(model, path, meta=dict(method=self.record['method'], calibration=calib),
                                  model_keys=self.method.model_state_keys)
             self.record['state_file'] = path
+
+    def _calibration_passes(self, model, loader):
+        """What a method calls to run the calibration set once: the model over every batch, with a progress bar
+        per pass."""
+        passes = itertools.count(1)
+        show = self.progress and is_main_process()
+
+        def run_once() -> int:
+            bar = tqdm(loader, desc=f'PTQHook: calibration pass {next(passes)}', unit='batch', leave=False,
+                       dynamic_ncols=True, disable=not show)
+            try:
+                return run_batches(self.adapter, model, bar)
+            finally:
+                bar.close()
+        return run_once
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         phase = 'float' if self.bypass else 'quant'

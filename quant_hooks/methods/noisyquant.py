@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 
 import torch
+from mmengine.dist import is_main_process
+from tqdm import tqdm
 
 from ..registry import QUANT_METHODS
 from ..sites import QuantSite, Role
@@ -127,7 +129,8 @@ class NoisyQuant(PTQMethod):
                 set_quant_enabled(sites, True)
                 inputs = capture.close()
         results = {}
-        for site in noisy:
+        for site in tqdm(noisy, desc='NoisyQuant: noise search', unit='layer', leave=False, dynamic_ncols=True,
+                         disable=not is_main_process()):
             layer, q = site.module, site.module.input_quantizer
             w_q = layer.quant_weight()
             start = time.perf_counter()

@@ -121,3 +121,16 @@ def test_runners_started_in_the_same_second_share_no_instances(tmp_path, monkeyp
     assert DefaultScope.get_current_instance().scope_name == 'quant_hooks'
     named = build_runner(toy_config(tmp_path / 'c', experiment_name='mine'))
     assert named.experiment_name == 'mine_20260101_000000'
+
+
+@pytest.mark.parametrize('progress', [True, False])
+def test_calibration_passes_show_a_progress_bar(tmp_path, capsys, progress):
+    cfg = toy_config(tmp_path, quant_method=dict(type='OMSE', w_bits=4, a_bits=4),  # two passes
+                     custom_hooks=[dict(type='PTQHook', progress=progress)])
+    record = run_quant_test(cfg, None, eval_float=False)
+    assert record['calibration_passes'] == 2
+    err = capsys.readouterr().err
+    for k in (1, 2):
+        assert (f'PTQHook: calibration pass {k}' in err) == progress
+    if progress:
+        assert '0/4' in err  # the 4 calibration images, one per batch
