@@ -88,9 +88,10 @@ def candidate_sums(sample: torch.Tensor, params, weight: torch.Tensor | None = N
         row = []
         for s, z, qn, qx, _ in per_alpha:  # small grid; vectorized over channels and values
             xq = fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None])
-            w = 1.0 if weight is None else weight
-            row.append(torch.stack([((xq - sample).square() * w).sum(1), (xq * sample * w).sum(1),
-                                    (xq.square() * w).sum(1)], dim=1))
+            err, cross, square = torch.sub(xq, sample).square_(), xq * sample, xq.square()
+            if weight is not None:
+                err.mul_(weight), cross.mul_(weight), square.mul_(weight)
+            row.append(torch.stack([err.sum(1), cross.sum(1), square.sum(1)], dim=1))
         sums.append(torch.stack(row, dim=1))
     return torch.stack(sums, dim=1)
 
