@@ -5,7 +5,7 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice
-from .functional import MIN_SCALE, affine_params, fake_quant_affine, quantize_affine
+from .functional import MIN_SCALE, affine_params, dequant_rounded_, fake_quant_affine, quantize_affine
 from .granularity import PerChannel, PerTensor
 from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
@@ -80,20 +80,29 @@ def _candidate_params(lo_c, hi_c, bits, schemes, granularities, overflow, alphas
     return out
 
 
+@torch.no_grad()
 def candidate_sums(sample: torch.Tensor, params, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per channel sums that score every candidate: ``[C, K, A, 3]`` with the squared error, ``x̂·x`` and ``x̂²``
-    of candidate K at shrink factor A, summed over the values of ``sample`` (``[C, S]``)."""
+    of candidate K at shrink factor A, summed over the values of ``sample`` (``[C, S]``, no autograd).
+
+    Each candidate's ``x̂`` and products go to two buffers laid out like ``sample``, made once per call (fresh
+    tensors of this size per candidate cost more in page faults than the arithmetic)."""
+    xq, tmp = torch.empty_like(sample), torch.empty_like(sample)
     sums = []
     for _, _, per_alpha in params:
         row = []
         for s, z, qn, qx, _ in per_alpha:  # small grid; vectorized over channels and values
-            xq = fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None])
-            err, cross, square = torch.sub(xq, sample).square_(), xq * sample, xq.square()
-            if weight is not None:
-                err.mul_(weight), cross.mul_(weight), square.mul_(weight)
-            row.append(torch.stack([err.sum(1), cross.sum(1), square.sum(1)], dim=1))
+            s = s[:, None]
+            dequant_rounded_(torch.div(sample, s, out=xq), s, z[:, None], qn[:, None], qx[:, None])
+            err = _weighted(torch.sub(xq, sample, out=tmp).square_(), weight).sum(1)
+            cross = _weighted(torch.mul(xq, sample, out=tmp), weight).sum(1)
+            row.append(torch.stack([err, cross, _weighted(xq.square_(), weight).sum(1)], dim=1))
         sums.append(torch.stack(row, dim=1))
     return torch.stack(sums, dim=1)
+
+
+def _weighted(t: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return t if weight is None else t.mul_(weight)
 
 
 def choose_candidates(params, sums: torch.Tensor, x_sq: torch.Tensor, count: int, loss: str) -> list[dict]:
