@@ -154,3 +154,35 @@ def test_twin_softmax_search_scores_its_non_monotone_candidates_by_their_codes(b
     ref = torch.stack([sum(((slow._fq(x.reshape(-1), torch.tensor(2.0**-i)).double() - x.reshape(-1).double())**2).sum()
                            for x in xs) for i in slow.split_exponents])
     torch.testing.assert_close(fast_scores[0], ref, rtol=1e-9, atol=1e-12)
+
+
+def test_step_thresholds_find_the_first_key_of_every_step():
+    """Against a scan of every key: switches at the guess, a few keys away, far outside the first bracket, at the
+    bottom of the range, and never."""
+    from quant_hooks.quantizers.step_scorer import float_key, key_float, step_thresholds
+    g = torch.Generator().manual_seed(0)
+    levels = torch.sort(torch.randn(6, 5, generator=g) * 4, dim=1).values
+    mid = float_key(((levels[:, 1:].double() + levels[:, :-1].double()) / 2).float().contiguous()).long()
+    klo, khi = float_key(torch.tensor([-100.0]))[0].long(), float_key(torch.tensor([100.0]))[0].long()
+    shifts = [[0, 1, -1, 2], [-8, 7, -9, 8], [300, -40000, 5, 0], [0, 0, 0, 0], [0, 0, 0, 0], [3, -2, 1, -3]]
+    truth = mid + torch.tensor(shifts)
+    truth[3, 0] = klo - 7  # below the range: the first key of the range
+    truth[4, 3] = khi + 99  # never reached inside the range
+
+    def reached(keys):
+        return keys >= truth
+
+    expect = truth.clamp(int(klo), int(khi) + 1)
+    assert torch.equal(step_thresholds(reached, levels, klo, khi), expect)
+    truth = mid + torch.tensor([[0, 1, -1, 2], [-8, 7, -3, 5]] * 3)  # every switch within the first bracket
+    calls = []
+    assert torch.equal(step_thresholds(lambda k: calls.append(1) or reached(k), levels, klo, khi), truth)
+    assert len(calls) == 2 + 4  # the bracket check, then log2(16) steps
+    # a predicate that is a real quantizer: the smallest float whose code reaches the next level
+    scale = torch.tensor(0.37)
+    lv = (torch.arange(-8, 8, dtype=torch.float32) * scale)[None]
+    thr = step_thresholds(lambda k: torch.round(key_float(k) / scale) * scale >= lv[:, 1:], lv,
+                          float_key(torch.tensor([-10.0])).long()[0], float_key(torch.tensor([10.0])).long()[0])
+    below = key_float(thr - 1)
+    assert torch.all(torch.round(key_float(thr) / scale) * scale >= lv[:, 1:])
+    assert torch.all(torch.round(below / scale) * scale < lv[:, 1:])
