@@ -85,8 +85,9 @@ def candidate_sums(sample: torch.Tensor, params, weight: torch.Tensor | None = N
     """Per channel sums that score every candidate: ``[C, K, A, 3]`` with the squared error, ``x̂·x`` and ``x̂²``
     of candidate K at shrink factor A, summed over the values of ``sample`` (``[C, S]``, no autograd).
 
-    Each candidate's ``x̂`` and products go to two buffers laid out like ``sample``, made once per call (fresh
-    tensors of this size per candidate cost more in page faults than the arithmetic)."""
+    Each candidate's ``x̂`` and products go to two buffers laid out like ``sample``, made once per call (about
+    twice as fast as fresh tensors per candidate; the layout keeps the sums' order, so the numbers are those of
+    plain expressions)."""
     xq, tmp = torch.empty_like(sample), torch.empty_like(sample)
     sums = []
     for _, _, per_alpha in params:

@@ -93,8 +93,8 @@ def step_thresholds(reached, levels: torch.Tensor, klo: torch.Tensor, khi: torch
 
     The search starts among ``GUESS_KEYS`` keys around the midpoint of the two levels (where round to nearest
     switches): two calls check that the switch lies there, and a branch-free binary search finds it in
-    log2(GUESS_KEYS) more. Where a switch lies outside, every step is bisected over the whole ``[klo, khi]`` on the
-    float32 line. ``klo`` / ``khi`` broadcast against the leading axes.
+    log2(GUESS_KEYS) more. Where some switch lies outside, those steps are bisected over the whole ``[klo, khi]``
+    on the float32 line (the others within their bracket). ``klo`` / ``khi`` broadcast against the leading axes.
     """
     shape = levels[..., 1:].shape
     klo, top = _lead(klo, shape), _lead(khi, shape) + 1
