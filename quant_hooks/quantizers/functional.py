@@ -6,6 +6,7 @@ import math
 import torch
 
 from .base import round_ste
+from .errors import QuantizerError
 
 #: smallest scale, so a constant tensor does not divide by zero
 MIN_SCALE = 1e-8
@@ -33,20 +34,24 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
 
 
 def fake_quant_affine(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int | torch.Tensor,
-                      qmax: int | torch.Tensor) -> torch.Tensor:
+                      qmax: int | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(clamp(round(x / Δ) + z, qmin, qmax) - z) · Δ``; straight-through gradient when autograd needs it.
 
     ``scale``, ``zero_point`` and (optionally) ``qmin`` / ``qmax`` broadcast against ``x`` (per-group code ranges
-    are tensors).
+    are tensors). ``out``: a tensor of the result's shape to write it to (no autograd), so that a search over many
+    candidates reuses one buffer.
     """
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        if out is not None:
+            raise QuantizerError('fake_quant_affine(out=...) does not support autograd: call it without out')
         q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
         return (q - zero_point) * scale
     if not isinstance(zero_point, torch.Tensor):
         zero_point = torch.as_tensor(zero_point, dtype=x.dtype, device=x.device)
     # clamp(r + z, qmin, qmax) - z == clamp(r, qmin - z, qmax - z) exactly for integer-valued r and z: the bounds
     # are computed on the (small) parameter tensors.
-    return dequant_rounded_(x / scale, scale, zero_point, qmin, qmax)
+    t = x / scale if out is None else torch.div(x, scale, out=out)
+    return dequant_rounded_(t, scale, zero_point, qmin, qmax)
 
 
 def dequant_rounded_(t: torch.Tensor, scale, zero_point, qmin, qmax) -> torch.Tensor:

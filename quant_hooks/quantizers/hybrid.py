@@ -5,7 +5,7 @@ import torch
 
 from .base import Quantizer
 from .errors import QuantizerError, check_choice
-from .functional import MIN_SCALE, affine_params, dequant_rounded_, fake_quant_affine, quantize_affine
+from .functional import MIN_SCALE, affine_params, fake_quant_affine, quantize_affine
 from .granularity import PerChannel, PerTensor
 from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
@@ -93,8 +93,7 @@ def candidate_sums(sample: torch.Tensor, params, weight: torch.Tensor | None = N
     for _, _, per_alpha in params:
         row = []
         for s, z, qn, qx, _ in per_alpha:  # small grid; vectorized over channels and values
-            s = s[:, None]
-            dequant_rounded_(torch.div(sample, s, out=xq), s, z[:, None], qn[:, None], qx[:, None])
+            fake_quant_affine(sample, s[:, None], z[:, None], qn[:, None], qx[:, None], out=xq)
             err = _weighted(torch.sub(xq, sample, out=tmp).square_(), weight).sum(1)
             cross = _weighted(torch.mul(xq, sample, out=tmp), weight).sum(1)
             row.append(torch.stack([err, cross, _weighted(xq.square_(), weight).sum(1)], dim=1))

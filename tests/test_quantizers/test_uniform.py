@@ -184,3 +184,17 @@ def test_gradient_flows_straight_through():
 def test_invalid_settings_raise_naming_the_field(kwargs, field):
     with pytest.raises(QuantizerError, match=field):
         UniformQuantizer(4, **kwargs)
+
+
+def test_fake_quant_affine_writes_to_out_with_the_same_numbers():
+    from quant_hooks.quantizers.functional import fake_quant_affine
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g).t()  # channel-last values seen as [C, S]
+    s, z = torch.rand(5, 1, generator=g) * 0.1 + 0.01, torch.randint(0, 16, (5, 1), generator=g).float()
+    ref = (torch.clamp(torch.round(x / s) + z, 0, 15) - z) * s
+    buf = torch.empty_like(x)
+    out = fake_quant_affine(x, s, z, 0, 15, out=buf)
+    assert out.data_ptr() == buf.data_ptr() and torch.equal(out, ref)
+    assert torch.equal(fake_quant_affine(x, s, z, 0, 15), ref)
+    with pytest.raises(QuantizerError, match='out=.*autograd'):
+        fake_quant_affine(x.clone().requires_grad_(), s, z, 0, 15, out=buf)
