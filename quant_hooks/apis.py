@@ -129,12 +129,12 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
     if eval_float:
         hook.bypass = True
         _set_coco_dump(runner, 'float')
-        eval_seconds['float'] = _timed(runner.test)
+        eval_seconds['float'] = _timed(lambda: run_test(runner))
         hook.bypass = False
     _set_coco_dump(runner, 'quant')
     if dump is not None:
         runner.test_evaluator.metrics.append(dump)
-    quant_seconds = _timed(runner.test) - hook.record.get('quantize_seconds', 0.0)
+    quant_seconds = _timed(lambda: run_test(runner)) - hook.record.get('quantize_seconds', 0.0)
     eval_seconds['quant'] = round(quant_seconds, 3)
     if not is_main_process():
         return hook.record
@@ -146,6 +146,21 @@ def run_quant_test(cfg: Config, checkpoint: str | None = None, eval_float: bool 
             result_store.append(record)
         runner.logger.info(f'result record {record["run_id"]} added to the results store {store}')
     return record
+
+
+def run_test(runner: Runner) -> dict:
+    """``runner.test()``, keeping where a hook's ``TypeError`` came from.
+
+    mmengine's ``Runner.call_hook`` re-raises a hook's ``TypeError`` as ``TypeError('<message> in <hook>') from
+    None``, which hides the traceback of the original error (the line in the hook, the quantizer or the data
+    pipeline that raised it). The original error is still attached as ``__context__``; this shows it again.
+    """
+    try:
+        return runner.test()
+    except TypeError as e:
+        if e.__suppress_context__ and e.__context__ is not None:
+            e.__suppress_context__ = False
+        raise
 
 
 def _timed(fn) -> float:

@@ -134,3 +134,21 @@ def test_calibration_passes_show_a_progress_bar(tmp_path, capsys, progress):
         assert (f'PTQHook: calibration pass {k}' in err) == progress
     if progress:
         assert '0/4' in err  # the 4 calibration images, one per batch
+
+
+def test_a_type_error_inside_the_hook_keeps_its_traceback(tmp_path, monkeypatch):
+    """mmengine re-raises a hook's TypeError as ``TypeError('... in PTQHook') from None``; run_quant_test shows the
+    original error's traceback again (the frame that raised it)."""
+    import traceback
+
+    from quant_hooks.hooks import PTQHook
+
+    def broken_calibration_step(self, runner):
+        raise TypeError("'Dataset' object is not callable")
+
+    monkeypatch.setattr(PTQHook, 'quantize', broken_calibration_step)
+    with pytest.raises(TypeError, match='not callable in') as info:
+        run_quant_test(toy_config(tmp_path), str(_checkpoint(tmp_path)), eval_float=False)
+    assert info.value.__suppress_context__ is False
+    text = ''.join(traceback.format_exception(info.value))
+    assert 'broken_calibration_step' in text
