@@ -4,13 +4,13 @@ candidate.
 A per-tensor uniform (or log, or twin) fake quantizer is a non-decreasing step function of ``x``: every float32
 value between two consecutive thresholds gets the same output. Once the candidates of a search are known, each
 candidate's thresholds are found exactly, on the float32 line, by bisection over the values the quantizer itself
-produces (:class:`StepErrorScorer`). A tensor is then scored by a histogram of its values over fine bins of the
-order-preserving integer key of float32 (:func:`float_key`): a bin that no threshold cuts lies in one step of
-every candidate, so its count, sum and sum of squares give every candidate's error on it
-(``Σ(x - c)² = Σx² - 2c·Σx + c²·n``, in float64; ``Σx²`` over all steps is the same for every candidate). The few values in bins that a threshold cuts are binned again,
-by binary search, into the cells between consecutive thresholds of all candidates, where the same holds. The
-result is the sum of quantizing every value with every candidate (up to float64 rounding of the sums), in a
-handful of passes over the tensor instead of about five per candidate.
+produces (:class:`StepErrorScorer`). The thresholds of all candidates together cut the line into cells, each of
+which lies in one step of every candidate, so the count and sum of the values in each cell give every candidate's
+error (``Σ(x - c)² = Σx² - 2c·Σx + c²·n``, in float64; ``Σx²`` over all steps is the same for every candidate).
+A value's cell is the number of thresholds at or below its order-preserving integer key (:func:`float_key`),
+found by a table over coarse bins of the keys and a short branch-free search among the few thresholds inside a
+bin (:class:`CellLookup`). The result is the sum of quantizing every value with every candidate (up to float64
+rounding of the sums), in about a dozen cheap passes over the tensor instead of about five per candidate.
 """
 from __future__ import annotations
 
@@ -20,20 +20,14 @@ import torch
 
 from .workspace import workspace
 
-#: tensors with fewer values are scored candidate by candidate (the histogram does not pay off)
+#: tensors with fewer values are scored candidate by candidate (the cell sums do not pay off)
 STEP_SCORER_MIN_VALUES = 1 << 16
-#: fewer candidates are scored one by one (a few passes each cost less than the histogram)
+#: fewer candidates are scored one by one (a few passes each cost less than the cell sums)
 STEP_SCORER_MIN_CANDIDATES = 8
-#: at most this many histogram bins (the key range of the calibration values is split into powers of two)
-STEP_SCORER_BINS = 1 << 20
+#: at most this many lookup bins (int32 each) per scorer
+STEP_SCORER_BINS = 1 << 18
 #: values per block of :meth:`StepErrorScorer.errors`
 SCORE_BLOCK = 1 << 16
-
-
-def step_scorer_bins(numel: int) -> int:
-    """Histogram bins for tensors of ``numel`` values: about one per value, within [2^14, STEP_SCORER_BINS]
-    (fewer bins cost less per tensor, more bins leave fewer values in cut bins)."""
-    return max(1 << 14, min(STEP_SCORER_BINS, 1 << max(0, (numel - 1).bit_length())))
 
 
 def affine_levels(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
@@ -43,11 +37,11 @@ def affine_levels(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax
     return (codes[None, :] - zero_point.float()[:, None]) * scale.float()[:, None]
 
 
-def build_step_scorer(quantize, levels: torch.Tensor, lo: float, hi: float, numel: int, codes=None):
-    """A :class:`StepErrorScorer` for tensors of ``numel`` values, or False where the candidates are not step
-    functions of these levels (the caller then scores candidate by candidate)."""
+def build_step_scorer(quantize, levels: torch.Tensor, lo: float, hi: float, codes=None):
+    """A :class:`StepErrorScorer`, or False where the candidates are not step functions of these levels (the
+    caller then scores candidate by candidate)."""
     try:
-        return StepErrorScorer(quantize, levels, lo, hi, bins=step_scorer_bins(numel), codes=codes)
+        return StepErrorScorer(quantize, levels, lo, hi, codes=codes)
     except ValueError:
         return False
 
@@ -153,7 +147,7 @@ class StepErrorScorer:
         codes: optional ``codes(x, idx)``: the step index in ``[0, L)`` of each value, non-decreasing in ``x``,
             for quantizers whose output is not monotone (PTQ4ViT's twin ranges) but a function of the code.
         lo, hi: every scored value lies in ``[lo, hi]`` (the calibration minimum and maximum).
-        bins: the most histogram bins.
+        bins: the most lookup bins (see :func:`lookup_bins`).
 
     Raises:
         ValueError: when a candidate is not a step function with these levels on ``[lo, hi]`` (the caller then
@@ -172,32 +166,18 @@ class StepErrorScorer:
         self.cands = torch.arange(n_cand)
         thr = self._thresholds()  # [C, L - 1]: first key of each step above the lowest
         self._check_steps(thr)
-        # bin = (key >> shift) - base: at most `bins` bins, none wider than a binade
-        span = self.khi - self.klo + 1
-        self.shift = min(23, max(0, (span - 1).bit_length() - max(1, bins - 1).bit_length()))
-        self.base = self.klo >> self.shift
-        self.nbins = (self.khi >> self.shift) - self.base + 1
-        tb = (thr >> self.shift) - self.base
-        inside = (thr > self.klo) & (thr <= self.khi)
-        cut = inside & (thr != ((tb + self.base) << self.shift))
-        self.cut_bins = torch.unique(tb[cut])
-        self.cut = torch.zeros(self.nbins, dtype=torch.uint8)
-        self.cut[self.cut_bins] = 1
-        # bins [edges[c, l], edges[c, l + 1]) hold step l of candidate c (cut bins count as empty there)
-        first = torch.where(thr <= self.klo, torch.zeros_like(tb), torch.where(thr > self.khi, self.nbins, tb))
-        self.edges = torch.cat([torch.zeros(n_cand, 1, dtype=torch.long), first,
-                                torch.full((n_cand, 1), self.nbins, dtype=torch.long)], dim=1)
-        # values in cut bins: their cell among all thresholds (sorted keys) tells every candidate's step
+        # the cells between consecutive distinct thresholds of all candidates: a value's cell is the number of
+        # thresholds at or below its key, and step l of candidate c spans cells [cell_edges[c, l], cell_edges[c, l + 1])
         self.all_thr = torch.unique(thr.flatten())
         self.cell_edges = torch.cat([torch.zeros(n_cand, 1, dtype=torch.long),
                                      torch.searchsorted(self.all_thr, thr, right=True),
                                      torch.full((n_cand, 1), len(self.all_thr) + 1, dtype=torch.long)], dim=1)
+        self.lookup = lookup_bins(self.all_thr, self.klo, self.khi, bins)
         c = self.levels.double()
         # Σ(x - c)² over a step = Σx² - 2c·Σx + c²·n; Σx² summed over the steps is every value's, whatever the
-        # candidate, so only n and Σx are binned
+        # candidate, so only n and Σx are summed per cell
         self.coeffs = torch.stack([c.square(), -2 * c])  # [2, C, L]
         self.values_seen = 0
-        self.values_cut = 0
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _eval(self, keys: torch.Tensor) -> torch.Tensor:
@@ -233,52 +213,95 @@ class StepErrorScorer:
         lo, hi = value_range if value_range is not None else (float(v) for v in torch.aminmax(flat))
         if _key_of(lo) < self.klo or _key_of(hi) > self.khi:
             return None
+        n_cells = len(self.all_thr) + 1
+        sums = torch.zeros(2, n_cells, dtype=torch.float64)
+        total_sq = torch.zeros((), dtype=torch.float64)
         # block by block through reused buffers: fresh tensors of the input's size cost more in page faults than
         # the arithmetic
-        sums = workspace('sums', 2 * self.nbins, torch.float64).view(2, self.nbins).zero_()
-        total_sq = torch.zeros((), dtype=torch.float64)
         m = min(flat.numel(), SCORE_BLOCK)
-        key, index = workspace('key', m, torch.int32), workspace('index', m, torch.long)
-        xd, mask = workspace('xd', m, torch.float64), workspace('mask', m, torch.uint8)
+        key, cell = workspace('key', m, torch.int32), workspace('cell', m, torch.int32)
+        index, xd = workspace('index', m, torch.long), workspace('xd', m, torch.float64)
         ones = workspace('ones', m, torch.float64, fill=1.0)
-        cut_values = []
         for start in range(0, flat.numel(), SCORE_BLOCK):
             xb = flat[start:start + SCORE_BLOCK]
             n = xb.numel()
-            k, idx, d = key[:n], index[:n], xd[:n]
+            k, c, idx, d = key[:n], cell[:n], index[:n], xd[:n]
             float_key(xb, out=k)
-            idx.copy_(k.bitwise_right_shift_(self.shift).sub_(self.base))  # the bin (int32 work, int64 index)
+            self.lookup.cells(k, out=c)
+            idx.copy_(c)
             d.copy_(xb)
             sums[0].scatter_add_(0, idx, ones[:n])  # (scatter_add_ beats index_add_ and bincount here)
             sums[1].scatter_add_(0, idx, d)
             total_sq += torch.dot(d, d)
-            if len(self.cut_bins):
-                cut_values.append(xb.masked_select(torch.index_select(self.cut, 0, idx, out=mask[:n]).view(torch.bool)))
         self.values_seen += flat.numel()
-        per_step = self._per_step(sums, self.edges, cut_bins=self.cut_bins)
-        if cut_values:
-            # cut bins count as empty above; their values are binned by the cells between all thresholds
-            cv = torch.cat(cut_values)
-            ck = float_key(cv).long()
-            cv = cv.double()
-            self.values_cut += ck.numel()
-            cells = torch.searchsorted(self.all_thr, ck, right=True)
-            cell_sums = torch.stack([torch.bincount(cells, minlength=len(self.all_thr) + 1).double(),
-                                     torch.bincount(cells, weights=cv, minlength=len(self.all_thr) + 1)])
-            per_step += self._per_step(cell_sums, self.cell_edges)
-        return (self.coeffs * per_step).sum((0, 2)).add_(total_sq)
+        return (self.coeffs * self._per_step(sums, self.cell_edges)).sum((0, 2)).add_(total_sq)
 
     def info(self) -> dict:
-        """What the histogram scored: values, and those in cut bins (binned by binary search)."""
-        return dict(values=self.values_seen, in_cut_bins=self.values_cut, bins=self.nbins)
+        """What was scored: values, cells (between the thresholds of all candidates), lookup bins and the most
+        thresholds in one bin."""
+        return dict(values=self.values_seen, cells=len(self.all_thr) + 1, bins=self.lookup.nbins,
+                    window=self.lookup.window)
 
     @staticmethod
-    def _per_step(sums: torch.Tensor, edges: torch.Tensor, cut_bins: torch.Tensor | None = None) -> torch.Tensor:
-        """``[K, C, L]``: count and Σx of each candidate's steps, from ``[K, B]`` sums over B ordered bins
-        and each step's bin range ``[edges[c, l], edges[c, l + 1])``."""
-        if cut_bins is not None and len(cut_bins):
-            sums.index_fill_(1, cut_bins, 0.0)
-        prefix = workspace('prefix', sums.shape[0] * (sums.shape[1] + 1), sums.dtype).view(sums.shape[0], -1)
-        prefix[:, 0] = 0.0
+    def _per_step(sums: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        """``[K, C, L]``: count and Σx of each candidate's steps, from ``[K, B]`` sums over B ordered cells
+        and each step's cell range ``[edges[c, l], edges[c, l + 1])``."""
+        prefix = torch.zeros(sums.shape[0], sums.shape[1] + 1, dtype=sums.dtype)
         torch.cumsum(sums, 1, out=prefix[:, 1:])
         return prefix[:, edges[:, 1:]] - prefix[:, edges[:, :-1]]
+
+
+class CellLookup:
+    """The cell of int32 float keys among sorted thresholds: the number of thresholds at or below each key.
+
+    Keys are split into bins of ``2^shift`` keys over the span of the thresholds inside ``[klo, khi]``;
+    ``first[b]`` is the number of thresholds below bin ``b``, and the at most ``window`` thresholds inside a bin
+    are counted by a branch-free binary search (``rounds`` gathers and comparisons). A key below the first bin or
+    above the last is clamped into it: the thresholds that lie outside the bins are outside ``(klo, khi]``, so
+    they are below (or above) every value anyway. Built by :func:`lookup_bins`.
+    """
+
+    def __init__(self, thresholds: torch.Tensor, shift: int, base: int, nbins: int, first: torch.Tensor,
+                 window: int):
+        self.shift, self.base, self.nbins, self.window = shift, base, nbins, window
+        self.rounds = window.bit_length()
+        self.first = first.to(torch.int32)
+        # int32 thresholds padded with keys above every float's, so that a search never leaves the array
+        pad = torch.full((1 << self.rounds, ), _INT32_MAX, dtype=torch.long)
+        self.thresholds = torch.cat([thresholds.clamp(max=_INT32_MAX), pad]).to(torch.int32)
+
+    def cells(self, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """int32 cell of each int32 key of ``keys`` (1-D), written to ``out`` (an int32 tensor of that shape)."""
+        n = keys.numel()
+        b = torch.bitwise_right_shift(keys, self.shift, out=workspace('lookup_bin', n, torch.int32)[:n])
+        pos = torch.index_select(self.first, 0, b.sub_(self.base).clamp_(0, self.nbins - 1), out=out)
+        step = 1 << self.rounds >> 1
+        while step:
+            probe = torch.add(pos, step - 1, out=b)
+            pos.add_(torch.index_select(self.thresholds, 0, probe).le_(keys), alpha=step)
+            step //= 2
+        return pos
+
+
+#: the most thresholds in one lookup bin that :func:`lookup_bins` aims for (two search rounds)
+LOOKUP_WINDOW = 3
+_INT32_MAX = 2**31 - 1
+
+
+def lookup_bins(thresholds: torch.Tensor, klo: int, khi: int, max_bins: int = STEP_SCORER_BINS) -> CellLookup:
+    """A :class:`CellLookup` for sorted distinct int64 ``thresholds`` and values with keys in ``[klo, khi]``: the
+    coarsest bins (fewest, the smallest table) with at most ``LOOKUP_WINDOW`` thresholds in a bin, or the finest
+    within ``max_bins`` (>= 4)."""
+    inside = thresholds[(thresholds > klo) & (thresholds <= khi)]
+    tlo, thi = (int(inside[0]), int(inside[-1])) if len(inside) else (klo, klo)
+    # at most 2^j + 1 bins to start (65, or fewer within a small max_bins); each refinement at most doubles them
+    shift = max(0, (thi - tlo).bit_length() - min(6, max(0, max_bins.bit_length() - 2)))
+    while True:
+        base = tlo >> shift
+        nbins = (thi >> shift) - base + 1
+        starts = (torch.arange(nbins + 1, dtype=torch.long) + base) << shift
+        first = torch.searchsorted(thresholds, starts)  # thresholds below each bin's first key
+        window = int((first[1:] - first[:-1]).max())
+        if window <= LOOKUP_WINDOW or shift == 0 or 2 * nbins > max_bins:
+            return CellLookup(thresholds, shift, base, nbins, first[:-1], window)
+        shift -= 1

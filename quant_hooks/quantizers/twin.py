@@ -93,7 +93,7 @@ class TwinSoftmaxQuantizer(Quantizer):
             def codes(x, idx):
                 return self._codes(x, splits[idx, None])
 
-            self._scorer = build_step_scorer(quantize, levels, 0.0, 1.0, xs.numel(), codes=codes)
+            self._scorer = build_step_scorer(quantize, levels, 0.0, 1.0, codes=codes)
         return self._scorer or None
 
     def _end_pass(self):
@@ -219,8 +219,7 @@ class TwinGeluQuantizer(Quantizer):
                 return self._fq_pos(x, scale[idx, None])
 
             # clamp_min(0) leaves -0.0 as it is: the range starts there
-            self._scorer = build_step_scorer(quantize, levels, -0.0, float(self._search.hi[0].clamp_min(0)),
-                                             pos.numel())
+            self._scorer = build_step_scorer(quantize, levels, -0.0, float(self._search.hi[0].clamp_min(0)))
         return self._scorer or None
 
     def _end_pass(self):

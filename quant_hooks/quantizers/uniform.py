@@ -119,7 +119,7 @@ class UniformQuantizer(Quantizer):
                 return fake_quant_affine(x, scale[idx, None], zp[idx, None], self.qmin, self.qmax)
 
             self._scorer = build_step_scorer(quantize, affine_levels(scale, zp, self.qmin, self.qmax),
-                                             float(self._search.lo[0]), float(self._search.hi[0]), xs.numel())
+                                             float(self._search.lo[0]), float(self._search.hi[0]))
         return self._scorer or None
 
     def _candidate_errors(self, xs, weight):

@@ -68,8 +68,11 @@ def test_errors_equal_quantizing_every_value_with_every_candidate(bits, symmetri
     got = scorer.errors(x[:120_000]) + scorer.errors(x[120_000:])
     ref = reference(x, quantize, len(alphas))
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
-    assert scorer.values_seen == x.numel() and 0 < scorer.values_cut < x.numel()
-    assert scorer.info() == dict(values=x.numel(), in_cut_bins=scorer.values_cut, bins=scorer.nbins)
+    assert scorer.values_seen == x.numel()
+    info = scorer.info()
+    assert info == dict(values=x.numel(), cells=len(scorer.all_thr) + 1, bins=scorer.lookup.nbins,
+                        window=scorer.lookup.window)
+    assert info['bins'] <= bins
     assert int(got.argmin()) == int(ref.argmin())
 
 
@@ -186,3 +189,31 @@ def test_step_thresholds_find_the_first_key_of_every_step():
     below = key_float(thr - 1)
     assert torch.all(torch.round(key_float(thr) / scale) * scale >= lv[:, 1:])
     assert torch.all(torch.round(below / scale) * scale < lv[:, 1:])
+
+
+@pytest.mark.parametrize('max_bins', [1 << 4, 1 << 8, 1 << 18])
+def test_cell_lookup_counts_the_thresholds_at_or_below_every_key(max_bins):
+    """The cell of a key is the number of thresholds at or below it (a scan in the test), for keys in every bin,
+    below and above the bins, with clustered thresholds and thresholds outside the value range."""
+    from quant_hooks.quantizers.step_scorer import LOOKUP_WINDOW, lookup_bins
+    gen = torch.Generator().manual_seed(max_bins)
+    values = torch.cat([torch.randn(300, generator=gen), torch.randn(40, generator=gen) * 1e-3 + 0.7,
+                        torch.tensor([0.0, -0.0, 1e-40, -3.0, 3.0, 50.0, -50.0])])
+    klo, khi = int(float_key(torch.tensor([-4.0]))[0]), int(float_key(torch.tensor([4.0]))[0])
+    thresholds = torch.unique(float_key(values).long())
+    lookup = lookup_bins(thresholds, klo, khi, max_bins)
+    assert lookup.nbins <= max_bins
+    assert lookup.window <= LOOKUP_WINDOW or 2 * lookup.nbins > max_bins
+    keys = torch.cat([torch.randint(klo, khi + 1, (20000, ), generator=gen), thresholds.clamp(klo, khi),
+                      thresholds.clamp(klo, khi) - 1, torch.tensor([klo, khi])]).clamp(klo, khi).to(torch.int32)
+    got = lookup.cells(keys, out=torch.empty_like(keys))
+    expected = (thresholds[None, :] <= keys.long()[:, None]).sum(1)
+    assert torch.equal(got.long(), expected)
+
+
+def test_cell_lookup_without_thresholds_inside_the_range():
+    from quant_hooks.quantizers.step_scorer import lookup_bins
+    thresholds = torch.tensor([-100, 5, 10_000])
+    lookup = lookup_bins(thresholds, 0, 1000)
+    keys = torch.arange(0, 1001, dtype=torch.int32)
+    assert torch.equal(lookup.cells(keys, out=torch.empty_like(keys)).long(), (keys >= 5).long() + 1)
