@@ -58,6 +58,9 @@ class ChannelStepSums:
         lo, hi: ``[G]``: every value of group ``g`` lies in ``[lo[g], hi[g]]``.
         shared: optional ``[K]`` bool: candidates that are the same function in every group (a layer-wise range
             among channel-wise ones); their boundaries are found once.
+        first_keys: optional ``[G, K, L - 1]`` int64: where each step is expected to start (for affine candidates,
+            :func:`~.step_scorer.affine_first_keys`); used once checked against ``quantize``, else the steps are
+            searched as without it. For the ``shared`` candidates only the first group's row is read.
 
     Raises:
         ValueError: when a candidate is not a step function with these levels (the caller then scores
@@ -65,7 +68,8 @@ class ChannelStepSums:
     """
 
     def __init__(self, quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], levels: torch.Tensor,
-                 lo: torch.Tensor, hi: torch.Tensor, shared: torch.Tensor | None = None):
+                 lo: torch.Tensor, hi: torch.Tensor, shared: torch.Tensor | None = None,
+                 first_keys: torch.Tensor | None = None):
         self.levels = levels.float()
         g, k, n_lev = self.levels.shape
         # + 0.0 turns -0.0 into +0.0: the keys of the range then order as the floats do
@@ -76,10 +80,12 @@ class ChannelStepSums:
             cands = mask.nonzero().squeeze(1)
             if not cands.numel():
                 continue
+            guess = None if first_keys is None else first_keys[:1 if once else g, cands]
             if once:  # one group over the union of the ranges (each boundary is clipped to its group's range below)
-                found = self._thresholds(quantize, cands, self.levels[:1, cands], klo.min()[None], khi.max()[None])
+                found = self._thresholds(quantize, cands, self.levels[:1, cands], klo.min()[None], khi.max()[None],
+                                         guess)
             else:
-                found = self._thresholds(quantize, cands, self.levels[:, cands], klo, khi)
+                found = self._thresholds(quantize, cands, self.levels[:, cands], klo, khi, guess)
             thr[:, cands] = found
         self.lo32, self.hi32 = key_float(klo), key_float(khi)
         # distinct boundaries inside (klo, khi] per group, ascending, padded with _NO_BOUNDARY: a boundary at or below
@@ -108,11 +114,20 @@ class ChannelStepSums:
         self._held = 0  # values per group added since
 
     @staticmethod
-    def _thresholds(quantize, cands, levels, klo, khi):
-        """``[G', K', L - 1]`` first keys of each step of candidates ``cands`` (checked to be a step function)."""
+    def _thresholds(quantize, cands, levels, klo, khi, guess=None):
+        """``[G', K', L - 1]`` first keys of each step of candidates ``cands`` (checked to be a step function);
+        ``guess``: the expected keys, kept where the check confirms them all."""
         def evaluate(keys):
             return quantize(key_float(keys), cands)
 
+        if guess is not None:
+            lo, hi = klo[:, None, None], khi[:, None, None]
+            thr = torch.minimum(torch.maximum(guess, lo), hi + 1)
+            try:
+                check_steps(evaluate, levels, thr, klo, khi)
+                return thr
+            except ValueError:
+                pass
         target = levels[..., 1:]
         thr = step_thresholds(lambda keys: evaluate(keys) >= target, levels, klo, khi)
         check_steps(evaluate, levels, thr, klo, khi)

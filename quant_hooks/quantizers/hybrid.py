@@ -10,6 +10,7 @@ from .granularity import PerChannel, PerTensor
 from .range_search import RangeSearch, alpha_grid
 from .registry import register_quantizer
 from .channel_scorer import CHANNEL_SCORER_MIN_VALUES, MAX_BOUNDARIES, ChannelStepSums
+from .step_scorer import affine_first_keys
 
 OVERFLOW_POLICIES = ('clamp_range', 'symmetric', 'none')
 SCHEMES = ('asymmetric', 'symmetric')
@@ -265,9 +266,21 @@ class HybridQuantizer(Quantizer):
             return fake_quant_affine(x, s[:g, k, None], z[:g, k, None], qn[:g, k, None], qx[:g, k, None])
 
         try:
-            return ChannelStepSums(quantize, levels, self._search.lo, self._search.hi, layerwise)
+            return ChannelStepSums(quantize, levels, self._search.lo, self._search.hi, layerwise,
+                                   first_keys=self._first_keys(s, z, qn, qx, layerwise))
         except ValueError:
             return False
+
+    def _first_keys(self, s, z, qn, qx, layerwise):
+        """Where each candidate's steps start (:func:`affine_first_keys`); for the layer-wise candidates, the same in
+        every channel, only the first channel's row (the one :class:`ChannelStepSums` reads)."""
+        n = 2**self.bits
+        keys = torch.empty(*s.shape, n - 1, dtype=torch.long)
+        for cands, rows in ((~layerwise, s.shape[0]), (layerwise, 1)):
+            if bool(cands.any()):
+                keys[:rows, cands] = affine_first_keys(s[:rows, cands], z[:rows, cands], qn[:rows, cands],
+                                                       qx[:rows, cands], n)
+        return keys
 
     def _take_channel_sums(self):
         """Move what the step sums gathered into the candidates' scores."""

@@ -120,6 +120,33 @@ def step_thresholds(reached, levels: torch.Tensor, klo: torch.Tensor, khi: torch
     return a
 
 
+def affine_first_keys(scale: torch.Tensor, zero_point: torch.Tensor, qmin: torch.Tensor, qmax: torch.Tensor,
+                      n_levels: int) -> torch.Tensor:
+    """``[..., n_levels - 1]`` int64: the first float32 key of each step above the lowest of
+    :func:`~.functional.fake_quant_affine` with ``scale > 0`` (``[...]`` parameters, codes ``[qmin, qmax]``).
+
+    Step ``l`` outputs the shifted code ``r = qmin - z + l``: it starts at the smallest ``x`` whose float32
+    quotient ``x / Δ`` rounds (half to even) to ``r`` or more, i.e. reaches ``y = r - 0.5`` (``r`` even) or the
+    float32 just above it (``r`` odd). A correctly rounded quotient reaches ``y`` exactly when ``x / Δ`` is above the
+    midpoint ``m`` between ``y`` and the float32 below it. ``m·Δ`` is exact in float64 and never a float32 (``m``
+    needs one significant bit more than a float32 has, and so does its product with any scale), so the step starts
+    at the smallest float32 above ``m·Δ``. Callers check the keys against the quantizer (:func:`check_steps`):
+    this is where a step search would start, not a replacement for the check.
+    """
+    codes = (qmin - zero_point).double()[..., None] + torch.arange(1, n_levels, dtype=torch.float64)  # r
+    first = int(codes.min()) if codes.numel() else 0
+    # per distinct code (few): the midpoint m
+    r = torch.arange(first, int(codes.max()) + 1 if codes.numel() else first + 1, dtype=torch.float64)
+    half = (r - 0.5).float()  # exact: |r| < 2^22
+    up = torch.tensor(float('inf'))
+    y = torch.where(torch.remainder(r, 2) != 0, torch.nextafter(half, up), half)
+    mid = (torch.nextafter(y, -up).double() + y.double()) / 2
+    p = mid[codes.sub_(first).long()].mul_(scale.double()[..., None])
+    x = p.float()
+    x = torch.where(x.double() < p, torch.nextafter(x, up), x)
+    return float_key(x).long()
+
+
 def check_steps(evaluate, levels: torch.Tensor, thr: torch.Tensor, klo: torch.Tensor, khi: torch.Tensor) -> None:
     """Raise ValueError unless ``evaluate(keys)`` gives each step's level at both of its ends (with monotone codes:
     everywhere inside) and the thresholds ``thr`` (``[..., L - 1]``) do not decrease."""

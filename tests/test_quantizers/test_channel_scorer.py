@@ -239,3 +239,29 @@ def test_nan_is_outside_every_range():
     scorer, _, _ = _affine_candidates(x, 4, torch.tensor([1.0]))
     x[1, 10] = float('nan')
     assert scorer.sums(x) is None
+
+
+def test_expected_first_keys_give_the_same_boundaries_and_a_wrong_guess_is_searched():
+    from quant_hooks.quantizers.step_scorer import affine_first_keys
+    x = channels(7, 3000, 11)
+    lo, hi = x.amin(1), x.amax(1)
+    alphas = torch.tensor([0.4, 0.8, 1.0])
+    s, z = affine_params(lo[:, None] * alphas, hi[:, None] * alphas, 4, False)
+    levels = (torch.arange(16, dtype=torch.float32) - z[..., None]) * s[..., None]
+    calls = []
+
+    def quantize(v, k):
+        calls.append(1)
+        return fake_quant_affine(v, s[:, k, None], z[:, k, None], 0, 15)
+
+    searched = ChannelStepSums(quantize, levels, lo, hi)
+    searched_calls, calls[:] = len(calls), []
+    first = affine_first_keys(s, z, torch.zeros_like(s), torch.full_like(s, 15), 16)
+    guessed = ChannelStepSums(quantize, levels, lo, hi, first_keys=first)
+    assert len(calls) == 2 < searched_calls  # the check alone
+    assert torch.equal(guessed.below_index, searched.below_index)
+    assert all(torch.equal(a, b) for a, b in zip(guessed.sums(x), searched.sums(x)))
+    wrong = first.clone()
+    wrong[3, 1, 7] += 1
+    off = ChannelStepSums(quantize, levels, lo, hi, first_keys=wrong)
+    assert torch.equal(off.below_index, searched.below_index)

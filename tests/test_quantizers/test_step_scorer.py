@@ -217,3 +217,31 @@ def test_cell_lookup_without_thresholds_inside_the_range():
     lookup = lookup_bins(thresholds, 0, 1000)
     keys = torch.arange(0, 1001, dtype=torch.int32)
     assert torch.equal(lookup.cells(keys, out=torch.empty_like(keys)).long(), (keys >= 5).long() + 1)
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+@pytest.mark.parametrize('bits', [2, 4, 8])
+def test_affine_first_keys_are_where_each_step_of_the_quantizer_starts(bits, symmetric):
+    """The arithmetic first key of every step equals the step search over the quantizer itself (scales over six
+    decades, powers of two among them, grids of shrunk ranges, zero-points inside and outside the code range)."""
+    from quant_hooks.quantizers.step_scorer import affine_first_keys, step_thresholds
+    gen = torch.Generator().manual_seed(bits)
+    g, k = 24, 17
+    lo = -torch.rand(g, generator=gen) * torch.logspace(-3, 3, g)
+    hi = torch.rand(g, generator=gen) * torch.logspace(-3, 3, g) + 1e-3
+    lo[0] = hi[0] * 0.25  # a range above zero: the zero-point lies outside the codes
+    alphas = torch.linspace(0.3, 1.2, k)
+    scale, zp = affine_params(lo[:, None] * alphas, hi[:, None] * alphas, bits, symmetric)
+    scale[:, ::3] = 2.0 ** scale[:, ::3].log2().round()  # powers of two: x / Δ lands exactly on the midpoints
+    qmin, qmax = uniform_qrange(bits, symmetric)
+    n = 2**bits
+    levels = (torch.arange(qmin, qmax + 1, dtype=torch.float32) - zp[..., None]) * scale[..., None]
+    klo = float_key(lo.float() + 0.0).long()
+    khi = float_key(hi.float() + 0.0).long()
+
+    def reached(keys):
+        return fake_quant_affine(key_float(keys), scale[..., None], zp[..., None], qmin, qmax) >= levels[..., 1:]
+
+    expected = step_thresholds(reached, levels, klo, khi)
+    keys = affine_first_keys(scale, zp, torch.full_like(scale, qmin), torch.full_like(scale, qmax), n)
+    assert torch.equal(torch.minimum(torch.maximum(keys, klo[:, None, None]), khi[:, None, None] + 1), expected)
