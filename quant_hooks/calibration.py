@@ -72,6 +72,22 @@ def _unserialized(dataset_cfg: dict, registry) -> dict:
     return dataset_cfg
 
 
+def _subset(dataset, indices: list[int]):
+    """The chosen images of a dataset built for calibration alone.
+
+    An mmengine dataset is cut down in place (``get_subset_``). Its copying ``get_subset`` deep-copies with a memo
+    that is a mutable default argument (mmengine 0.10), shared by every call in the process and keyed by the
+    address of each object copied: once an earlier dataset has been freed, an object of a later one created at
+    the same address is "copied" as the earlier dataset's copy. In a process that calibrates several times (a
+    suite, a table of recipes) a later calibration set then got a dataset for its pipeline ("'ImageNetDataset'
+    object is not callable").
+    """
+    if hasattr(dataset, 'get_subset_'):
+        dataset.get_subset_(indices)
+        return dataset
+    return torch.utils.data.Subset(dataset, indices)
+
+
 def build_calibration_loader(cfg: CalibrationConfig | dict) -> tuple[DataLoader, dict]:
     """Build the loader over the chosen images (every rank sees all of them) and a record of the choice."""
     from mmengine.dataset import pseudo_collate
@@ -81,8 +97,7 @@ def build_calibration_loader(cfg: CalibrationConfig | dict) -> tuple[DataLoader,
         cfg = CalibrationConfig(**cfg)
     dataset = DATASETS.build(_unserialized(cfg.dataset, DATASETS))
     indices = select_indices(len(dataset), cfg)
-    subset = dataset.get_subset(indices) if hasattr(dataset, 'get_subset') else torch.utils.data.Subset(
-        dataset, indices)
+    subset = _subset(dataset, indices)
     loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                         collate_fn=pseudo_collate)
     images = []

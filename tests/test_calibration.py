@@ -38,3 +38,30 @@ def test_missing_dataset_and_too_few_images():
         select_indices(3, CalibrationConfig(dataset=DATASET, num_images=4))
     with pytest.raises(EmptyCalibrationError, match='holds no images'):
         select_indices(0, CalibrationConfig(dataset=DATASET, num_images=1))
+
+
+def test_many_calibration_sets_in_one_process_each_get_their_own_pipeline():
+    """mmengine's copying ``get_subset`` deep-copies with a memo shared by every call in the process (a mutable
+    default argument) and keyed by object address: an object of a later dataset created where an earlier, freed
+    dataset lived came back as that dataset's copy, e.g. as the pipeline ("'ToyDataset' object is not callable").
+    The calibration set is cut down in place instead; many builds in a row all load their images."""
+    import gc
+
+    from mmengine.dataset import BaseDataset
+    from mmengine.registry import DefaultScope
+
+    import toy_components  # noqa: F401  (registers ToyDataset)
+    from quant_hooks.calibration import build_calibration_loader
+    memo = BaseDataset._copy_without_annotation.__defaults__[0]
+    before = len(memo)
+    cfg = dict(dataset=dict(type='ToyDataset', length=16, pipeline=[]), num_images=3, seed=1)
+    with DefaultScope.overwrite_default_scope('quant_hooks'):
+        for i in range(60):
+            loader, record = build_calibration_loader(cfg)
+            sample = loader.dataset[0]
+            assert isinstance(sample, dict) and len(loader.dataset) == 3, i
+            assert record['indices'] == select_indices(16, CalibrationConfig(**cfg))
+            del loader, sample
+            if i % 5 == 0:
+                gc.collect()
+    assert len(memo) == before
