@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .step_scorer import check_steps, float_key, key_float, step_thresholds
+from .step_scorer import check_steps, float_key, key_float, step_thresholds, window_search_
 from .workspace import workspace
 
 #: groups with fewer values per tensor are scored candidate by candidate
@@ -234,11 +234,7 @@ class ChannelStepSums:
         """Bucket of ``values`` of cut cells: ``below`` plus the boundaries of their window at or below them."""
         keys = float_key(values + 0.0)  # + 0.0: -0.0 counts as +0.0
         index = (group * self.bound_stride).to(torch.int32).add_(below)
-        step = self.window // 2
-        while step:  # branch-free binary search: the boundaries of a window ascend
-            reached = self.bounds.view(-1).index_select(0, index + (step - 1)) <= keys
-            index.add_(reached, alpha=step)
-            step //= 2
+        window_search_(index, self.bounds.view(-1), keys, self.window)  # the boundaries of a window ascend
         bucket = index.sub_((group * self.bound_stride).to(torch.int32))
         if self._flat is not None:
             lost = torch.isin(group, self.unusable).nonzero().squeeze(1)

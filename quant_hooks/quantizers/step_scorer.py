@@ -162,6 +162,20 @@ def check_steps(evaluate, levels: torch.Tensor, thr: torch.Tensor, klo: torch.Te
             raise ValueError('a step does not output its level: not a step function with these levels')
 
 
+def window_search_(pos: torch.Tensor, ascending: torch.Tensor, keys: torch.Tensor, width: int,
+                   scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Add to the int32 positions ``pos`` (in place) how many of ``ascending[pos : pos + width - 1]`` are at or
+    below ``keys``: a branch-free binary search (``width`` a power of two, one gather and comparison per halving).
+    The entries past a window must be above its key (or padding), and ``ascending`` long enough for every window.
+    ``scratch``: an int32 buffer of ``pos``'s shape for the probes."""
+    step = width >> 1
+    while step:
+        probe = torch.add(pos, step - 1, out=scratch)
+        pos.add_(torch.index_select(ascending, 0, probe).le_(keys), alpha=step)
+        step //= 2
+    return pos
+
+
 class StepErrorScorer:
     """Sum of ``(x - q_c(x))²`` over streamed float32 values, for every candidate ``c`` at once.
 
@@ -302,12 +316,7 @@ class CellLookup:
         n = keys.numel()
         b = torch.bitwise_right_shift(keys, self.shift, out=workspace('lookup_bin', n, torch.int32)[:n])
         pos = torch.index_select(self.first, 0, b.sub_(self.base).clamp_(0, self.nbins - 1), out=out)
-        step = 1 << self.rounds >> 1
-        while step:
-            probe = torch.add(pos, step - 1, out=b)
-            pos.add_(torch.index_select(self.thresholds, 0, probe).le_(keys), alpha=step)
-            step //= 2
-        return pos
+        return window_search_(pos, self.thresholds, keys, 1 << self.rounds, scratch=b)
 
 
 #: the most thresholds in one lookup bin that :func:`lookup_bins` aims for (two search rounds)

@@ -232,7 +232,7 @@ def test_affine_first_keys_are_where_each_step_of_the_quantizer_starts(bits, sym
     lo[0] = hi[0] * 0.25  # a range above zero: the zero-point lies outside the codes
     alphas = torch.linspace(0.3, 1.2, k)
     scale, zp = affine_params(lo[:, None] * alphas, hi[:, None] * alphas, bits, symmetric)
-    scale[:, ::3] = 2.0 ** scale[:, ::3].log2().round()  # powers of two: x / Δ lands exactly on the midpoints
+    scale[:, ::3] = 2.0 ** scale[:, ::3].log2().round()  # powers of two: the quotient x / Δ is exact there
     qmin, qmax = uniform_qrange(bits, symmetric)
     n = 2**bits
     levels = (torch.arange(qmin, qmax + 1, dtype=torch.float32) - zp[..., None]) * scale[..., None]
