@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 
 from torch import nn
 
 from ..layout import resolve_granularity
-from ..quantizers import EmptyCalibrationError, Quantizer, build_quantizer, check_bits, run_calibration_passes
+from ..quantizers import (EmptyCalibrationError, Quantizer, build_quantizer, check_bits, check_max_samples,
+                          get_quantizer_class, run_calibration_passes)
 from ..reconstruction import ReconstructionConfig, reconstruct
 from ..sites import QuantSite, Role
 from .early_exit import EarlyExitPasses
@@ -27,6 +29,20 @@ def resolve_config(cfg, site: QuantSite, slot: str):
     for key in NESTED_QUANTIZER_KEYS:
         if isinstance(out.get(key), dict):
             out[key] = resolve_config(out[key], site, slot)
+    return out
+
+
+def with_max_samples(cfg, max_samples: int | None):
+    """``cfg`` with ``max_samples`` set where its quantizer type takes that argument, nested quantizer configs too;
+    a value the config already gives is kept. ``None`` (or a quantizer instance) leaves it unchanged."""
+    if max_samples is None or not isinstance(cfg, dict):
+        return cfg
+    out = dict(cfg)
+    if 'type' in out and 'max_samples' in inspect.signature(get_quantizer_class(out['type'])).parameters:
+        out.setdefault('max_samples', max_samples)
+    for key in NESTED_QUANTIZER_KEYS:
+        if isinstance(out.get(key), dict):
+            out[key] = with_max_samples(out[key], max_samples)
     return out
 
 
@@ -75,7 +91,7 @@ class PTQMethod:
 
     def __init__(self, w_bits: int = 8, a_bits: int = 8, overrides: Iterable[dict] = (),
                  float_roles: Iterable[str] = (), only: dict | None = None,
-                 reconstruction: dict | bool | None = None):
+                 reconstruction: dict | bool | None = None, max_samples: int | None = None):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.overrides = [dict(o) for o in overrides]
@@ -88,6 +104,10 @@ class PTQMethod:
                 if key in o:
                     check_bits(o[key], f'overrides.{key}')
         self.float_roles = tuple(float_roles)
+        try:
+            self.max_samples = check_max_samples(max_samples)
+        except ValueError as e:  # a method setting, not a quantizer's: reported as the config's error
+            raise ValueError(str(e)) from None
         #: entries of the model's state dict this method rewrote (saved with the quantizer state)
         self.model_state_keys: list[str] = []
         #: passes over the calibration set the last ``calibrate_activations`` ran
@@ -162,7 +182,7 @@ class PTQMethod:
                     spec = self._learnable_weight(self.weight_quantizer(site, w_bits))
                     built[slot] = build_quantizer(resolve_config(spec, site, slot))
                 else:
-                    cfg = self.act_quantizer(site, slot, role, a_bits)
+                    cfg = with_max_samples(self.act_quantizer(site, slot, role, a_bits), self.max_samples)
                     built[slot] = build_quantizer(resolve_config(cfg, site, slot))
             for q in built.values():  # learnable parts (AdaRound's rounding) start frozen: reconstruction thaws them
                 for p in q.parameters() if isinstance(q, nn.Module) else ():
@@ -253,4 +273,6 @@ class PTQMethod:
             out['only'] = self.only
         if self.reconstruction is not None:
             out['reconstruction'] = self.reconstruction.describe()
+        if self.max_samples is not None:
+            out['max_samples'] = self.max_samples
         return out

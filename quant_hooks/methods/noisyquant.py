@@ -1,6 +1,7 @@
 """NoisyQuant (Liu et al., CVPR 2023): a fixed noisy bias on the inputs of linear layers, around any recipe."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -37,21 +38,26 @@ class NoisyQuant(PTQMethod):
         search_batches: calibration batches whose layer inputs the search scores on (bounds its memory).
         search_ranges, search_means: candidate noise ranges and means in units of Δ (``None``: 0..2 and -1..1 in
             steps of 1/8).
+        max_samples: ``None`` (exact) or the base recipe's ``max_samples`` (see
+            :class:`~quant_hooks.methods.base.PTQMethod`); the noise search of a linear layer then scores an evenly
+            strided subset of the tokens of each kept input, at most ``max_samples`` values (at least one token;
+            convolution inputs are kept whole). The results record the values each layer's search scored.
         **kwargs: see :class:`~quant_hooks.methods.base.PTQMethod`.
     """
 
     def __init__(self, base: dict | None = None, roles=DEFAULT_ROLES, seed: int = 0, search: bool = True,
                  search_batches: int = 2, search_ranges=None, search_means=None, w_bits: int | None = None,
-                 a_bits: int | None = None, **kwargs):
+                 a_bits: int | None = None, max_samples: int | None = None, **kwargs):
         from ..registry import QUANT_METHODS as methods
         base = dict(base or dict(type='PTQ4ViT'))
         if base.get('type') == 'NoisyQuant':
             raise ValueError("base.type='NoisyQuant' is invalid: allowed values are the other registered methods")
-        for key, value in (('w_bits', w_bits), ('a_bits', a_bits)):
+        for key, value in (('w_bits', w_bits), ('a_bits', a_bits), ('max_samples', max_samples)):
             if value is not None:
                 base.setdefault(key, value)
         self.base = methods.build(base)
-        super().__init__(w_bits=self.base.w_bits, a_bits=self.base.a_bits, **kwargs)
+        super().__init__(w_bits=self.base.w_bits, a_bits=self.base.a_bits, max_samples=self.base.max_samples,
+                         **kwargs)
         self.roles = tuple(roles)
         bad = set(self.roles) - set(Role.ALL)
         if bad:
@@ -63,8 +69,8 @@ class NoisyQuant(PTQMethod):
         self.seed = seed
         self.search = bool(search)
         self.search_batches = search_batches
-        self.search_ranges = search_ranges
-        self.search_means = search_means
+        self.search_ranges = _grid(search_ranges, 'search_ranges', low=0.0)
+        self.search_means = _grid(search_means, 'search_means')
         self.model_state_keys = self.base.model_state_keys
 
     # -- assignment: the base recipe's choices, with noise on the chosen inputs -----------------------------------
@@ -91,7 +97,8 @@ class NoisyQuant(PTQMethod):
         """The base recipe's calibration; the float inputs of the noisy layers on the first ``search_batches``
         batches are kept on the way (every calibration pass sees the float model), so the noise search needs no
         pass of its own."""
-        capture = _InputCapture(self._noisy_sites(sites), self.search_batches) if self.search else None
+        capture = _InputCapture(self._noisy_sites(sites), self.search_batches, self.max_samples) \
+            if self.search else None
         try:
             return super().calibrate_activations(sites, run_calibration)
         finally:
@@ -121,7 +128,7 @@ class NoisyQuant(PTQMethod):
         inputs = getattr(self, '_captured', None)
         self._captured = None
         if inputs is None or self.base.model_state_keys:
-            capture = _InputCapture(noisy, self.search_batches)
+            capture = _InputCapture(noisy, self.search_batches, self.max_samples)
             set_quant_enabled(sites, False)
             try:
                 run_calibration()
@@ -141,6 +148,7 @@ class NoisyQuant(PTQMethod):
                                      [layer._conv_forward(x, layer.weight, None) for x in inputs[site.name]])
             res = search_noise(q, None, error, ranges=self.search_ranges, means=self.search_means)
             res['seconds'] = round(time.perf_counter() - start, 3)
+            res['values'] = sum(x.numel() for x in inputs[site.name])
             results[site.name] = {k: (round(v, 8) if isinstance(v, float) else v) for k, v in res.items()}
             q.version += 1
             inputs[site.name] = []
@@ -148,22 +156,56 @@ class NoisyQuant(PTQMethod):
 
     def describe(self):
         return dict(super().describe(), base=self.base.describe(), roles=list(self.roles), seed=self.seed,
-                    search=self.search, search_batches=self.search_batches)
+                    search=self.search, search_batches=self.search_batches,
+                    search_ranges=_floats(self.search_ranges), search_means=_floats(self.search_means))
+
+
+def _grid(values, name: str, low: float | None = None) -> tuple[float, ...] | None:
+    """A candidate grid checked: ``None`` or a non-empty sequence of finite numbers (``>= low`` when given)."""
+    if values is None:
+        return None
+    allowed = f'None or a non-empty list of finite numbers{"" if low is None else f" >= {low:g}"}'
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name}={values!r} is invalid: allowed values are {allowed}') from None
+    if not out or not all(math.isfinite(v) and (low is None or v >= low) for v in out):
+        raise ValueError(f'{name}={values!r} is invalid: allowed values are {allowed}')
+    return out
+
+
+def _floats(values):
+    """A candidate grid as a list of floats for the results (``None``: the default grid)."""
+    return None if values is None else [float(v) for v in values]
 
 
 class _InputCapture:
-    """Keeps clones of the inputs of ``sites``' modules on their first ``limit`` calls."""
+    """Keeps clones of the inputs of ``sites``' modules on their first ``limit`` calls; with ``max_samples``, of a
+    linear layer's input only an evenly strided subset of its tokens (rows), at most ``max_samples`` values."""
 
-    def __init__(self, sites: list[QuantSite], limit: int):
+    def __init__(self, sites: list[QuantSite], limit: int, max_samples: int | None = None):
         self.inputs: dict[str, list[torch.Tensor]] = {s.name: [] for s in sites}
         self.handles = []
         for site in sites:
-            def grab(module, args, name=site.name):
+            most = max_samples if site.kind == 'linear' else None
+
+            def grab(module, args, name=site.name, most=most):
                 if len(self.inputs[name]) < limit:
-                    self.inputs[name].append(args[0].detach().clone())
+                    self.inputs[name].append(_strided_tokens(args[0].detach(), most))
             self.handles.append(site.module.register_forward_pre_hook(grab))
 
     def close(self) -> dict[str, list[torch.Tensor]]:
         for h in self.handles:
             h.remove()
         return self.inputs
+
+
+def _strided_tokens(x: torch.Tensor, max_values: int | None) -> torch.Tensor:
+    """A copy of ``x``; with ``max_values``, only every ``k``-th of its rows (the tokens of ``[..., channels]``), for
+    the smallest ``k`` that keeps at most ``max_values`` values (one row at least)."""
+    if max_values is None:
+        return x.clone()
+    rows = x.reshape(-1, x.shape[-1])
+    keep = max(1, max_values // rows.shape[1])
+    step = -(-rows.shape[0] // keep)
+    return rows[::step].clone()

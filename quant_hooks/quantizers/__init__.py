@@ -13,7 +13,7 @@ from .layer_error import LayerFnError, LinearOutputError, OutputError
 from .log import Log2Quantizer, LogQuantizer, LogSqrt2Quantizer
 from .noisy import NoisyQuantizer, search_noise, weight_times_noise
 from .outlier import OutlierAwareQuantizer
-from .range_search import RangeSearch, TailQuantiles
+from .range_search import RangeSearch, TailQuantiles, check_max_samples
 from .ptf import LogIntSoftmax, PowerOfTwoFactorQuantizer, int_exp
 from .registry import build_quantizer, get_quantizer_class, list_quantizers, register_quantizer
 from .shift_log import ShiftLog2Quantizer
@@ -22,6 +22,7 @@ from .uniform import UniformQuantizer
 
 __all__ = [
     'Quantizer', 'round_ste', 'calibrate', 'run_calibration_passes', 'RangeSearch', 'TailQuantiles',
+    'check_max_samples',
     'QuantizerError', 'EmptyCalibrationError', 'NonFiniteInputError', 'check_bits',
     'Granularity', 'PerTensor', 'PerChannel', 'PerHead', 'PerToken', 'parse_granularity', 'build_quantizer',
     'get_quantizer_class', 'list_quantizers', 'register_quantizer', 'UniformQuantizer', 'LogQuantizer',

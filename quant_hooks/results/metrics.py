@@ -65,9 +65,12 @@ def metric_value(record: dict, spec: MetricSpec, phase: str = 'quant') -> float 
 
 def method_label(record: dict) -> str:
     """The method name shown in tables: ``extra.method_name`` if given, else the method type without the
-    ``PTQ`` suffix of the class name (``MinMaxPTQ`` -> ``MinMax``)."""
+    ``PTQ`` suffix of the class name (``MinMaxPTQ`` -> ``MinMax``), marked when its searches scored a sample
+    (``QHyViT (max_samples=65536)``), so sampled runs are never grouped with exact ones."""
     name = (record.get('extra') or {}).get('method_name')
     if name:
         return str(name)
     kind = str(record['method'].get('type', '?'))
-    return kind[:-3] if kind.endswith('PTQ') and len(kind) > 3 else kind
+    label = kind[:-3] if kind.endswith('PTQ') and len(kind) > 3 else kind
+    samples = record['method'].get('max_samples')
+    return label if samples is None else f'{label} (max_samples={samples})'

@@ -255,6 +255,13 @@ def test_qhyvit_on_a_hybrid_records_bridges_and_keeps_grouped_convs_channel_wise
     (dict(type='NoisyQuant', base=dict(type='NoisyQuant')), r"base.type='NoisyQuant' is invalid"),
     (dict(type='NoisyQuant', roles=['nope']), r"roles \['nope'\] are invalid"),
     (dict(type='FQViT', softmax_bits=1), r'softmax_bits=1 is invalid'),
+    (dict(type='QHyViT', max_samples=8), r'max_samples=8 is invalid: allowed values are None .* integers >= 16'),
+    (dict(type='MinMax', max_samples='all'), r"max_samples='all' is invalid"),
+    (dict(type='NoisyQuant', max_samples=0), r'max_samples=0 is invalid'),
+    (dict(type='NoisyQuant', search_ranges=[0.5, -1]), r'search_ranges=\[0.5, -1\] is invalid: allowed values are '
+                                                        r'None or a non-empty list of finite numbers >= 0'),
+    (dict(type='NoisyQuant', search_means=[]), r'search_means=\[\] is invalid'),
+    (dict(type='NoisyQuant', search_means='abc'), r"search_means='abc' is invalid"),
 ])
 def test_bad_recipe_settings_are_named(cfg, message):
     with pytest.raises((ConfigError, ValueError), match=message):
@@ -283,3 +290,81 @@ def test_repq_state_round_trip_with_a_bias_added_to_a_layer_built_without_one(tm
     load_quantizer_state(fresh, str(path))
     with torch.no_grad():
         assert torch.equal(fresh(x), want)
+
+
+def _act_quantizers(sites):
+    from quant_hooks.methods import iter_quantizers
+    for _, _, q in iter_quantizers(sites, weights=False):
+        yield getattr(q, 'quantizer', q)  # NoisyQuant's wrapper: the base quantizer inside
+
+
+def test_max_samples_is_off_by_default_and_reaches_every_sampling_activation_quantizer():
+    """``max_samples`` on a recipe samples every activation search that can (recorded in the method's description
+    and the search summary); weight searches stay exact; without it every search is exact."""
+    model, x = tiny_vit()
+    sites, method, summary = quantize(model, TimmViTAdapter(), x, dict(type='PTQ4ViT', w_bits=6, a_bits=6))
+    assert 'max_samples' not in method.describe()
+    assert all(v['sampled'] == 0 for v in summary['quantizer_searches'].values())
+    exact = _scales(sites)
+
+    model, x = tiny_vit()
+    sites, method, summary = quantize(model, TimmViTAdapter(), x,
+                                      dict(type='PTQ4ViT', w_bits=6, a_bits=6, max_samples=64))
+    assert method.describe()['max_samples'] == 64
+    acts = list(_act_quantizers(sites))
+    assert acts and all(q.max_samples == 64 for q in acts)
+    from quant_hooks.methods import iter_quantizers
+    assert all(getattr(q, 'max_samples', None) is None for _, _, q in iter_quantizers(sites, weights=True))
+    sampled = sum(v['sampled'] for v in summary['quantizer_searches'].values())
+    assert sampled == len(acts)
+    scored = [q.describe() for q in acts]
+    assert all(not d['exact'] for d in scored)
+    sampled_scales = _scales(sites)
+    assert sampled_scales.keys() == exact.keys()
+    assert any(not torch.equal(sampled_scales[k], exact[k]) for k in exact), \
+        'scoring 64 values per tensor picks other scales somewhere'
+
+
+def _scales(sites):
+    return {(s.name, i): q.scale.clone() for s in sites for i, q in enumerate(_act_quantizers([s]))
+            if isinstance(getattr(q, 'scale', None), torch.Tensor)}
+
+
+def test_max_samples_keeps_a_recipe_setting_and_skips_quantizers_without_it():
+    from quant_hooks.methods.base import with_max_samples
+    cfg = dict(type='noisy', seed=0, quantizer=dict(type='uniform', bits=4, range_method='mse'))
+    out = with_max_samples(cfg, 256)
+    assert 'max_samples' not in out, 'the noisy wrapper takes no max_samples'
+    assert out['quantizer']['max_samples'] == 256
+    assert cfg['quantizer'].get('max_samples') is None, 'the given config is not changed'
+    assert with_max_samples(dict(type='uniform', bits=4, max_samples=32), 256)['max_samples'] == 32
+    assert with_max_samples(cfg, None) is cfg
+
+
+def test_noisyquant_passes_max_samples_to_its_base_and_records_its_grids():
+    model, x = tiny_vit()
+    sites, method, summary = quantize(
+        model, TimmViTAdapter(), x,
+        dict(type='NoisyQuant', base=dict(type='PTQ4ViT'), w_bits=6, a_bits=6, max_samples=64,
+             search_ranges=[0, 0.5, 1], search_means=[-0.5, 0, 0.5]))
+    d = method.describe()
+    assert d['max_samples'] == 64 and d['base']['max_samples'] == 64
+    assert d['search_ranges'] == [0.0, 0.5, 1.0] and d['search_means'] == [-0.5, 0.0, 0.5]
+    noisy = [s.module.input_quantizer for s in sites if type(getattr(s.module, 'input_quantizer', None)).__name__
+             == 'NoisyQuantizer']
+    assert noisy and all(q.quantizer.max_samples == 64 for q in noisy)
+    assert all(r['noise_range'] in (0.0, 0.5, 1.0) and r['evaluated'] <= 6 for r in summary['noise_search'].values())
+    # 64 values are less than one token (192 or 768 channels): one token of each of the 2 kept inputs is scored
+    assert all(r['values'] == 2 * s.module.in_features for s in sites
+               for n, r in summary['noise_search'].items() if n == s.name)
+
+
+def test_strided_tokens_keep_every_kth_row_within_the_budget():
+    from quant_hooks.methods.noisyquant import _strided_tokens
+    x = torch.randn(2, 17, 8)
+    rows = x.reshape(34, 8)
+    assert torch.equal(_strided_tokens(x, 100), rows[::3])  # 12 rows of 8 = 96 values <= 100
+    assert torch.equal(_strided_tokens(x, 4), rows[::34])  # one row at least
+    assert torch.equal(_strided_tokens(x, 10_000), rows)
+    full = _strided_tokens(x, None)
+    assert torch.equal(full, x) and full.data_ptr() != x.data_ptr()

@@ -124,3 +124,16 @@ def test_no_change_column_without_float_values():
     header, lines = table_rows(aggregate(records), 'fidelity')
     assert header == ['model', 'method', 'W/A', 'scope', 'seeds', 'SQNR dB', 'cosine', '1-NN top-1', 'Δ 1-NN top-1']
     assert lines[1] == ['vit', 'MinMax', 'W8/A8', 'backbone', '2', '20.50 ± 0.71', '0.9900 ± 0.0000', '-', '-']
+
+
+def test_sampled_runs_are_labelled_and_grouped_apart_from_exact_ones():
+    exact = [fake_record(method='QHyViT', w_bits=4, a_bits=4, seed=s,
+                         quant={'coco/bbox_mAP': 0.30 + s / 100, 'coco/segm_mAP': 0.3}) for s in (0, 1)]
+    sampled = fake_record(method='QHyViT', w_bits=4, a_bits=4, seed=0, created_at='2026-02-01T00:00:00+00:00',
+                          quant={'coco/bbox_mAP': 0.10, 'coco/segm_mAP': 0.1})
+    sampled['method']['max_samples'] = 4096
+    rows = {r.method: r for r in aggregate(exact + [sampled])}
+    assert set(rows) == {'QHyViT', 'QHyViT (max_samples=4096)'}
+    assert rows['QHyViT'].seeds == [0, 1], 'a later sampled run does not replace the exact run of its seed'
+    assert rows['QHyViT (max_samples=4096)'].quant['box_ap'].values == pytest.approx([10.0])
+    assert rows['QHyViT'].quant['box_ap'].values == pytest.approx([30.0, 31.0])
