@@ -9,6 +9,7 @@ built from its base ``configs/_base_/quant/<method>_w<b>a<b>.py``, with the dete
 
     python benchmarks/bench_detection_speed.py [--methods minmax adfq_vit ...] [--size 512] [--bits 4]
         [--num-images 8] [--eval-images 4] [--repeats 3] [--checkpoint CKPT] [--json OUT]
+        [--method-options max_samples=65536 ...]
 
 Float and quantized inference passes alternate and each figure is the median over repeats; the float forwards a
 calibration is compared with are timed right before and right after it (their mean). Both therefore see the same
@@ -37,6 +38,7 @@ TARGETS = dict(inference_ratio=1.25, calibration_ratio=2.0)
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--config', default=CONFIG, help='detector config (its model, data and quant_adapter are used)')
     p.add_argument('--checkpoint', help='detector weights (default: seeded random weights)')
@@ -49,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: leave the default)')
     p.add_argument('--json', help='also write the results here')
+    p.add_argument('--method-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
+                   help='settings merged into every method config, e.g. max_samples=65536 (recorded in the results)')
     args = p.parse_args(argv)
     for m in args.methods:
         if not osp.isfile(method_config(m, args.bits)):
@@ -126,7 +130,8 @@ def measure(args):
     bar = tqdm(args.methods, desc='recipes', unit='method', file=sys.stdout, dynamic_ncols=True)
     for name in bar:
         bar.set_postfix_str(name)
-        method = _build(QUANT_METHODS, Config.fromfile(method_config(name, args.bits)).quant_method, 'quant_method')
+        method_cfg = dict(Config.fromfile(method_config(name, args.bits)).quant_method, **args.method_options)
+        method = _build(QUANT_METHODS, method_cfg, 'quant_method')
         adapter = _build(MODEL_ADAPTERS, cfg.quant_adapter, 'quant_adapter')
         quant_model = copy.deepcopy(float_model)
         sites = adapter.prepare(quant_model)
@@ -149,7 +154,8 @@ def measure(args):
     result = dict(model='Mask R-CNN Swin-T' + (' (random weights)' if not args.checkpoint else ''),
                   config=osp.relpath(args.config, REPO), size=args.size, bits=args.bits,
                   threads=torch.get_num_threads(), repeats=args.repeats, calibration_images=args.num_images,
-                  eval_images=args.eval_images, targets=TARGETS, methods=rows)
+                  eval_images=args.eval_images, method_options=dict(args.method_options), targets=TARGETS,
+                  methods=rows)
     print(format_table(result))
     if args.json:
         with open(args.json, 'w') as f:
@@ -164,10 +170,15 @@ def _row(name, r):
             f'{r["float_forwards_s"]:8.1f} |{flags}')
 
 
+def _options(options) -> str:
+    return '; method options ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''
+
+
 def format_table(result) -> str:
     head = (f'W{result["bits"]}/A{result["bits"]} {result["model"]}, {result["size"]}x{result["size"]}, '
             f'{result["threads"]} threads; inference over {result["eval_images"]} images (median of '
-            f'{result["repeats"]}), calibration on {result["calibration_images"]} images\n'
+            f'{result["repeats"]}), calibration on {result["calibration_images"]} images'
+            f'{_options(result.get("method_options"))}\n'
             f'| {"method":12s} | {"type":10s} | inference | quant s | float s | calibration | calib s | float s  |\n'
             f'|{"-" * 14}|{"-" * 12}|{"-" * 11}|{"-" * 9}|{"-" * 9}|{"-" * 13}|{"-" * 10}|{"-" * 10}|')
     lines = [head] + [_row(n, r) for n, r in result['methods'].items()]

@@ -1,7 +1,7 @@
 """Feature fidelity of every recipe on the real ViT-S/14, as one Markdown table (runs fidelity_real_vit.py each).
 
     python benchmarks/fidelity_table.py --weights W --images DIR --labels FILE [--bits 4 6] [--methods ...]
-        [--max-images N] [--work-dir work_dirs/fidelity_table]
+        [--max-images N] [--work-dir work_dirs/fidelity_table] [--cfg-options quant_method.max_samples=65536 ...]
 
 Each row is one run of ``benchmarks/fidelity_real_vit.py`` (same calibration images, seed 0): SQNR of the final
 features, mean / min cosine, 1-NN agreement with the float features, and the calibration time (the quantize step of
@@ -33,6 +33,8 @@ def main(argv=None):
     p.add_argument('--num-calib', type=int, default=32)
     p.add_argument('--max-images', type=int, default=None)
     p.add_argument('--work-dir', default='work_dirs/fidelity_table')
+    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='config options added to every run, e.g. quant_method.max_samples=65536')
     args = p.parse_args(argv)
     import fidelity_real_vit
     rows = []
@@ -43,8 +45,8 @@ def main(argv=None):
                     '--work-dir', osp.join(args.work_dir, f'{method}_w{bits}a{bits}')]
             if args.max_images:
                 argv += ['--max-images', str(args.max_images)]
-            if METHODS[method]:
-                argv += ['--cfg-options', *METHODS[method]]
+            if METHODS[method] or args.cfg_options:
+                argv += ['--cfg-options', *METHODS[method], *args.cfg_options]
             record = fidelity_real_vit.main(argv)
             m = record['metrics']['quant']
             row = (f"| {method} | {bits}/{bits} | {m['feature/sqnr_db']:.2f} | {m['feature/cosine_mean']:.4f} | "
@@ -54,7 +56,8 @@ def main(argv=None):
             print(row, flush=True)
     header = ('| method | W/A | SQNR (dB) | cos mean | cos min | 1-NN same neighbour (%) | calibration (s) |\n'
               '|---|---|---|---|---|---|---|')
-    print('\n' + header + '\n' + '\n'.join(rows))
+    options = f'options: {" ".join(args.cfg_options)}\n' if args.cfg_options else ''
+    print('\n' + options + header + '\n' + '\n'.join(rows))
 
 
 if __name__ == '__main__':

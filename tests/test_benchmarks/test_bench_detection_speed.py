@@ -36,3 +36,17 @@ def test_two_recipes_report_both_ratios(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     printed = capsys.readouterr().out
     assert '| repq_vit' in printed and 'inference_ratio <= 1.25' in printed
+
+
+def test_method_options_are_parsed_and_shown_with_the_table():
+    bench = _bench()
+    args = bench.parse_args(['--methods', 'qhyvit', '--method-options', 'max_samples=4096'])
+    assert args.method_options == {'max_samples': 4096}
+    assert bench.parse_args(['--methods', 'qhyvit']).method_options == {}
+    row = dict(method='QHyViT', inference_ratio=1.0, inference_quant_s_per_image=1.0,
+               inference_float_s_per_image=1.0, calibration_ratio=1.5, calibration_s=3.0, float_forwards_s=2.0)
+    result = dict(bits=4, model='m', size=64, threads=1, eval_images=1, repeats=1, calibration_images=1,
+                  method_options=dict(args.method_options), methods=dict(qhyvit=row))
+    table = bench.format_table(result)
+    assert 'method options max_samples=4096' in table.splitlines()[0]
+    assert 'calibration_ratio <= 2.0: yes' in table
