@@ -66,3 +66,17 @@ def test_recipe_on_a_classifier(recipe, tmp_path):
     assert first['metrics']['quant']['accuracy/top500'] > 0
     saved = json.load(open(osp.join(tmp_path, 'run', 'quant_results.json')))
     assert saved['method']['type'] == METHOD_NAME[recipe]
+
+
+def test_sampled_searches_are_recorded_and_reload_to_the_same_metrics(tmp_path):
+    """``quant_method.max_samples`` through tools/quant_test.py: the results file records it and counts the sampled
+    searches, and the saved state reloads to the same metrics."""
+    config = CLASSIFICATION / 'deit_t_imagenet_tiny_qhyvit_w8a8.py'
+    options = CLS_OPTIONS['deit_t'] + ['quant_method.max_samples=64', 'test_evaluator.topk=(1,5,500)']
+    first, again = _run_and_reload(config, tmp_path, options)
+    assert first['method']['max_samples'] == 64
+    searches = first['quantizer_searches']
+    assert searches['qhyvit/mse']['sampled'] > 0 and searches['qhyvit/mse']['exact'] == 0
+    assert searches['twin_softmax/twin_split']['sampled'] > 0
+    assert searches['uniform/mse'] == dict(exact=10, sampled=0), 'the weights are searched exactly'
+    assert first['metrics']['quant'] == again['metrics']['quant']
