@@ -166,6 +166,8 @@ def _grid(values, name: str, low: float | None = None) -> tuple[float, ...] | No
         return None
     allowed = f'None or a non-empty list of finite numbers{"" if low is None else f" >= {low:g}"}'
     try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         raise ValueError(f'{name}={values!r} is invalid: allowed values are {allowed}') from None

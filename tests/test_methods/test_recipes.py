@@ -262,6 +262,7 @@ def test_qhyvit_on_a_hybrid_records_bridges_and_keeps_grouped_convs_channel_wise
                                                         r'None or a non-empty list of finite numbers >= 0'),
     (dict(type='NoisyQuant', search_means=[]), r'search_means=\[\] is invalid'),
     (dict(type='NoisyQuant', search_means='abc'), r"search_means='abc' is invalid"),
+    (dict(type='NoisyQuant', search_ranges='12'), r"search_ranges='12' is invalid"),
 ])
 def test_bad_recipe_settings_are_named(cfg, message):
     with pytest.raises((ConfigError, ValueError), match=message):
