@@ -143,17 +143,21 @@ def group_quantile(xg: torch.Tensor, q: float) -> torch.Tensor:
     return group_quantiles(xg, [q])[:, 0]
 
 
+def strided_column_index(n: int, max_cols: int, device=None) -> torch.Tensor | None:
+    """The columns :func:`strided_columns` keeps of ``n`` (``None``: all of them)."""
+    if n <= max_cols:
+        return None
+    if max_cols <= 1:
+        return torch.arange(max_cols, device=device, dtype=torch.int64)
+    # exact integer arithmetic: round(i * (n - 1) / (max_cols - 1)); a float32 linspace overshoots for n > 2^24
+    i = torch.arange(max_cols, device=device, dtype=torch.int64)
+    return (2 * i * (n - 1) + (max_cols - 1)) // (2 * (max_cols - 1))
+
+
 def strided_columns(xg: torch.Tensor, max_cols: int) -> torch.Tensor:
     """A deterministic, evenly strided subset of at most ``max_cols`` columns of a ``[G, S]`` tensor."""
-    n = xg.shape[1]
-    if n <= max_cols:
-        return xg
-    if max_cols <= 1:
-        return xg[:, :max_cols]
-    # exact integer arithmetic: round(i * (n - 1) / (max_cols - 1)); a float32 linspace overshoots for n > 2^24
-    i = torch.arange(max_cols, device=xg.device, dtype=torch.int64)
-    idx = (2 * i * (n - 1) + (max_cols - 1)) // (2 * (max_cols - 1))
-    return xg.index_select(1, idx)
+    idx = strided_column_index(xg.shape[1], max_cols, xg.device)
+    return xg if idx is None else xg.index_select(1, idx)
 
 
 def floor_ste(x: torch.Tensor) -> torch.Tensor:

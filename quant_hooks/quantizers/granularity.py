@@ -34,6 +34,10 @@ class Granularity:
         g = self.grouped(x)
         return g.amin(dim=1), g.amax(dim=1)
 
+    def grouped_columns(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``grouped(x)[:, idx]``: chosen columns of the ``[G, S]`` view."""
+        return self.grouped(x).index_select(1, idx)
+
     @property
     def dynamic(self) -> bool:
         return False
@@ -59,6 +63,10 @@ class PerTensor(Granularity):
     def param_shape(self, x):
         return ()
 
+    def grouped_columns(self, x, idx):
+        """Gathered from ``x`` in place (no flattened copy of a non-contiguous tensor)."""
+        return x[torch.unravel_index(idx, x.shape)].reshape(1, -1)
+
 
 @dataclass(frozen=True)
 class PerChannel(Granularity):
@@ -77,6 +85,11 @@ class PerChannel(Granularity):
 
     def grouped(self, x):
         return x.movedim(self._axis(x), 0).reshape(x.shape[self._axis(x)], -1)
+
+    def grouped_columns(self, x, idx):
+        """Gathered from ``x`` in place: a layout that does not flatten to ``[G, S]`` (channel-last tokens of a
+        permuted view) is never copied whole."""
+        return moved_columns(x, self._axis(x), idx)
 
     def extrema(self, x):
         """Reduced over the other axes in place: no ``[G, S]`` copy of a layout that does not flatten to one
@@ -125,6 +138,9 @@ class PerToken(Granularity):
         axis = self.token_axis % x.dim()
         return x.movedim(axis, 0).reshape(x.shape[axis], -1)
 
+    def grouped_columns(self, x, idx):
+        return moved_columns(x, self.token_axis % x.dim(), idx)
+
     def param_shape(self, x):
         axis = self.token_axis % x.dim()
         return (x.shape[axis],) + (1,) * (x.dim() - axis - 1)
@@ -132,6 +148,14 @@ class PerToken(Granularity):
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamic form: view ``x`` as ``[..., C]`` rows with the channel axis last (a view when it is last)."""
         return x if self.channel_axis in (-1, x.dim() - 1) else x.movedim(self.channel_axis, -1)
+
+
+def moved_columns(x: torch.Tensor, axis: int, idx: torch.Tensor) -> torch.Tensor:
+    """``x.movedim(axis, 0).reshape(G, -1)[:, idx]`` gathered from ``x`` without the reshape's copy."""
+    y = x.movedim(axis, 0)
+    if y.dim() == 1:
+        return y[:, None].index_select(1, idx)
+    return y[(slice(None), *torch.unravel_index(idx, y.shape[1:]))]
 
 
 _BY_NAME = {'per_tensor': PerTensor, 'per_channel': PerChannel, 'per_head': PerHead, 'per_token': PerToken}

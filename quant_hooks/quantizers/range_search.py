@@ -31,7 +31,8 @@ import math
 import torch
 
 from .errors import QuantizerError, check_choice
-from .functional import fake_quant_affine, group_quantiles, group_tail, masked_group_quantile, strided_columns, values_beyond
+from .functional import (fake_quant_affine, group_quantiles, group_tail, masked_group_quantile, strided_column_index,
+                         strided_columns, values_beyond)
 from .granularity import Granularity
 
 QUANTILE_MODES = ('all', 'per_batch_mean')
@@ -258,6 +259,8 @@ class RangeSearch:
         """
         if self.stage == 'stats' and valid is None and not grouped and not self.levels and self.score != 'with_stats':
             return self._observe_extrema(x, where)  # only the ranges: no [G, S] copy
+        if self.stage == 'score' and self.max_samples is not None and valid is None and not grouped:
+            return self._score_sample(x, where)  # the sample gathered from x: no [G, S] copy either
         xg = x.float() if grouped else self.grouped(x, where)
         vg = None if valid is None else (valid if grouped else self.granularity.grouped(valid))
         counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long, device=xg.device) if vg is None \
@@ -282,6 +285,19 @@ class RangeSearch:
         self._pass_count = counts if self._pass_count is None else self._pass_count + counts
         self._merge_range(lo, hi)
         return None
+
+    def _score_sample(self, x, where):
+        """What :meth:`_to_score` returns for all of ``x`` with ``max_samples``, taking the sampled columns from
+        ``x`` itself."""
+        self._check_shape(x, where)
+        g = self.granularity.num_groups(x)
+        s = x.numel() // max(1, g)
+        counts = torch.full((g, ), s, dtype=torch.long, device=x.device)
+        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+        idx = strided_column_index(s, max(16, self.max_samples // max(1, g)), x.device)
+        xg = (self.granularity.grouped(x) if idx is None else self.granularity.grouped_columns(x, idx)).float()
+        self.scored_values += xg.numel()
+        return xg, None
 
     def _merge_range(self, lo, hi):
         self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)

@@ -10,8 +10,9 @@ from qtest_utils import _student_t
 from quant_hooks.quantizers import (EmptyCalibrationError, QuantizerError, TailQuantiles, UniformQuantizer,
                                     build_quantizer, calibrate, run_calibration_passes)
 from quant_hooks.quantizers import range_search as rs
-from quant_hooks.quantizers.functional import affine_params, fake_quant_affine, group_tail, values_beyond
-from quant_hooks.quantizers.granularity import PerChannel, PerTensor
+from quant_hooks.quantizers.functional import (affine_params, fake_quant_affine, group_tail, strided_columns,
+                                               values_beyond)
+from quant_hooks.quantizers.granularity import PerChannel, PerTensor, PerToken
 from quant_hooks.quantizers.range_search import TAIL_SLACK, RangeSearch
 
 LEVELS = (0.999, 0.9999, 0.99999, 0.001, 0.0001, 0.00001, 0.5)
@@ -272,3 +273,34 @@ def test_ranges_are_reduced_in_place_and_equal_the_grouped_ones(granularity, sha
     assert torch.equal(search.hi, torch.maximum(grouped.amax(1), 2 * grouped.amax(1)))
     assert search.batches == 2 and torch.equal(search._pass_count, torch.full_like(search.lo, 2 * grouped.shape[1],
                                                                                     dtype=torch.long))
+
+
+@pytest.mark.parametrize('granularity, make', [
+    (PerTensor(), lambda x: x),
+    (PerChannel(-1), lambda x: x),
+    (PerChannel(-1), lambda x: x.permute(0, 2, 1, 3).reshape(2, 5, 6, 4)[..., :3]),  # a view that does not flatten
+    (PerChannel(1), lambda x: x.permute(0, 3, 1, 2)),
+    (PerToken(dynamic_=False, token_axis=-2), lambda x: x.transpose(1, 2)),
+])
+def test_sampled_scoring_takes_the_strided_columns_of_the_grouped_view(granularity, make):
+    """The score stage with ``max_samples`` gathers its sample from the tensor itself; it equals the strided columns of
+    the ``[G, S]`` view (``strided_columns(grouped(x))``), whatever the layout."""
+    x = make(torch.randn(2, 6, 5, 4))
+    search = RangeSearch(granularity, score='after_stats', max_samples=16)
+    search.observe(x, 'q')
+    search.end_pass('q')
+    got, weight = search.observe(x, 'q')
+    full = granularity.grouped(x).float()
+    want = strided_columns(full, max(16, 16 // full.shape[0]))
+    assert weight is None and torch.equal(got, want)
+    assert search.scored_values == want.numel()
+    search.end_pass('q')  # raises unless the pass counted every value of x, as the first pass did
+
+
+def test_grouped_columns_equal_the_columns_of_the_grouped_view():
+    x = torch.randn(3, 4, 5).transpose(0, 2)
+    idx = torch.tensor([0, 2, 7, 11])
+    for g in (PerTensor(), PerChannel(0), PerChannel(-1), PerChannel(1), PerToken(dynamic_=False, token_axis=1)):
+        assert torch.equal(g.grouped_columns(x, idx), g.grouped(x)[:, idx]), g
+    v = torch.randn(6)
+    assert torch.equal(PerChannel(0).grouped_columns(v, torch.tensor([0])), v[:, None])
