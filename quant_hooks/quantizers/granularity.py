@@ -64,7 +64,9 @@ class PerTensor(Granularity):
         return ()
 
     def grouped_columns(self, x, idx):
-        """Gathered from ``x`` in place (no flattened copy of a non-contiguous tensor)."""
+        """From the flat view of a contiguous ``x``; gathered from ``x`` in place otherwise (no flattened copy)."""
+        if x.is_contiguous():
+            return x.reshape(1, -1).index_select(1, idx)
         return x[torch.unravel_index(idx, x.shape)].reshape(1, -1)
 
 
