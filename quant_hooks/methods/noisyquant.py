@@ -157,7 +157,7 @@ class NoisyQuant(PTQMethod):
     def describe(self):
         return dict(super().describe(), base=self.base.describe(), roles=list(self.roles), seed=self.seed,
                     search=self.search, search_batches=self.search_batches,
-                    search_ranges=_floats(self.search_ranges), search_means=_floats(self.search_means))
+                    search_ranges=_listed(self.search_ranges), search_means=_listed(self.search_means))
 
 
 def _grid(values, name: str, low: float | None = None) -> tuple[float, ...] | None:
@@ -176,9 +176,9 @@ def _grid(values, name: str, low: float | None = None) -> tuple[float, ...] | No
     return out
 
 
-def _floats(values):
-    """A candidate grid as a list of floats for the results (``None``: the default grid)."""
-    return None if values is None else [float(v) for v in values]
+def _listed(grid):
+    """A checked grid as the results file lists it (``None``: the default grid)."""
+    return None if grid is None else list(grid)
 
 
 class _InputCapture:

@@ -265,7 +265,7 @@ class RangeSearch:
         vg = None if valid is None else (valid if grouped else self.granularity.grouped(valid))
         counts = torch.full((xg.shape[0], ), xg.shape[1], dtype=torch.long, device=xg.device) if vg is None \
             else vg.sum(1)
-        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+        self._count_pass(counts)
         if self.stage == 'stats':
             self._observe_stats(xg, vg)
             return self._to_score(xg, vg) if self.score == 'with_stats' else None
@@ -282,7 +282,7 @@ class RangeSearch:
         lo, hi = self.granularity.extrema(x)
         lo, hi = lo.float().reshape(-1), hi.float().reshape(-1)
         counts = torch.full_like(lo, x.numel() // max(1, lo.numel()), dtype=torch.long)
-        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+        self._count_pass(counts)
         self._merge_range(lo, hi)
         return None
 
@@ -293,11 +293,19 @@ class RangeSearch:
         g = self.granularity.num_groups(x)
         s = x.numel() // max(1, g)
         counts = torch.full((g, ), s, dtype=torch.long, device=x.device)
-        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
-        idx = strided_column_index(s, max(16, self.max_samples // max(1, g)), x.device)
+        self._count_pass(counts)
+        idx = strided_column_index(s, self._sample_columns(g), x.device)
         xg = (self.granularity.grouped(x) if idx is None else self.granularity.grouped_columns(x, idx)).float()
         self.scored_values += xg.numel()
         return xg, None
+
+    def _count_pass(self, counts):
+        """Add the values of each group observed in this pass (checked against the first pass at its end)."""
+        self._pass_count = counts if self._pass_count is None else self._pass_count + counts
+
+    def _sample_columns(self, groups: int) -> int:
+        """Values per group scored of one tensor with ``max_samples``."""
+        return max(16, self.max_samples // max(1, groups))
 
     def _merge_range(self, lo, hi):
         self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
@@ -322,7 +330,7 @@ class RangeSearch:
 
     def _to_score(self, xg, vg):
         if self.max_samples is not None:
-            per_group = max(16, self.max_samples // xg.shape[0])
+            per_group = self._sample_columns(xg.shape[0])
             xg = strided_columns(xg, per_group)
             vg = None if vg is None else strided_columns(vg, per_group)
         self.scored_values += xg.numel() if vg is None else int(vg.sum())
